@@ -1,0 +1,37 @@
+# Every target builds .venv from nothing when it is missing or stale (pyproject or constraints changed).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: venv test test-slow test-all train smoke bench clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)            ## the fast suite (CPU, synthetic data and small real heads), ~10 min on 2 cores
+	$(BIN)/python -m pytest $(ARGS)
+
+test-slow: $(STAMP)       ## real-data runs on ../shared/data (minutes each)
+	$(BIN)/python -m pytest -m slow $(ARGS)
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -m "slow or not slow" $(ARGS)
+
+train: $(STAMP)           ## All-CNN-C on CIFAR-10 with the paper's protocol; make train ARGS="optimizer.lr=0.1"
+	$(BIN)/python -m allconv_sweep $(ARGS)
+
+smoke: $(STAMP)           ## about a minute on a CPU, no download
+	$(BIN)/python -m allconv_sweep experiment=smoke $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/throughput.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

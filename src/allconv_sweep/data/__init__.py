@@ -1,0 +1,3 @@
+from allconv_sweep.data.datamodule import ImageDataModule
+
+__all__ = ["ImageDataModule"]

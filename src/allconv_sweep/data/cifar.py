@@ -1,0 +1,103 @@
+"""The real CIFAR-10/100 "python version" files, found, downloaded and verified through torchvision.
+
+torchvision's dataset classes are the source of truth for file names, the archive's URL and every md5;
+its ``download_and_extract_archive`` does the download and checks. Reading is a short loop of our own so
+that a corrupt file is named in the error.
+"""
+
+from __future__ import annotations
+
+import pickle
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.datasets import CIFAR10, CIFAR100
+from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+
+from allconv_sweep.errors import UserError
+
+DATASETS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+
+
+def _files(cls, root: Path) -> list[tuple[Path, str]]:
+    folder = root / cls.base_folder
+    return [(folder / name, md5) for name, md5 in cls.train_list + cls.test_list + [(cls.meta["filename"], cls.meta["md5"])]]
+
+
+def _problem(cls, root: Path, verify: bool) -> str | None:
+    """None when every file is there (and, with verify, has the official md5); else what is wrong."""
+    for path, md5 in _files(cls, root):
+        if not path.is_file():
+            return f"missing {path}"
+        if verify and not check_integrity(str(path), md5):
+            return (f"{path} is corrupt or not the official file (md5 differs from {md5}); "
+                    f"re-download it, or set data.verify=false to accept a local copy")
+    return None
+
+
+def ensure_cifar(name: str, root: str | Path, download: bool, verify: bool,
+                 url: str | None = None, archive_md5: str | None = None) -> Path:
+    """Make sure the extracted files are under ``root``; download/extract only when they are not."""
+    cls = DATASETS[name]
+    root = Path(root).expanduser().resolve()
+    problem = _problem(cls, root, verify)
+    if problem is None:
+        return root
+    archive = root / cls.filename
+    if problem.startswith("missing") and (download or archive.is_file()):
+        md5 = archive_md5 or cls.tgz_md5
+        try:
+            # a present archive with the right md5 is extracted without touching the network
+            download_and_extract_archive(url or cls.url, str(root), filename=cls.filename,
+                                         md5=md5 if verify else None)
+        except (urllib.error.URLError, OSError) as e:
+            raise UserError(f"{name}: no data in {root} and the download failed ({_reason(e)}): put "
+                            f"{cls.filename} (from {cls.url}) or its extracted {cls.base_folder}/ in {root}, "
+                            f"or set data.root") from None
+        except RuntimeError as e:  # torchvision: "File not found or corrupted."
+            raise UserError(f"{name}: {archive} failed its md5 check ({md5} expected): delete it and "
+                            f"download again, or set data.verify=false for a local copy") from e
+        problem = _problem(cls, root, verify)
+        if problem is None:
+            return root
+    if problem.startswith("missing"):
+        raise UserError(f"{name}: {problem}. Put {cls.filename} (from {cls.url}) or its extracted "
+                        f"{cls.base_folder}/ in {root}, set data.root=<folder>, or data.download=true")
+    raise UserError(f"{name}: {problem}")
+
+
+def _reason(e: Exception) -> str:
+    return str(getattr(e, "reason", e)).splitlines()[0][:120]
+
+
+def read_cifar(name: str, root: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor] | list[str]]:
+    """uint8 images (N, 3, 32, 32) and int64 labels for train and test, plus class names."""
+    cls = DATASETS[name]
+    label_key = "labels" if name == "cifar10" else "fine_labels"
+    out = {}
+    for split, files in (("train", cls.train_list), ("test", cls.test_list)):
+        xs, ys = [], []
+        for fname, _ in files:
+            path = root / cls.base_folder / fname
+            try:
+                with open(path, "rb") as f:
+                    entry = pickle.load(f, encoding="latin1")
+                data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                labels = np.asarray(entry[label_key], dtype=np.int64)
+                if len(labels) != len(data):
+                    raise ValueError(f"{len(data)} images but {len(labels)} labels")
+            except Exception as e:  # noqa: BLE001 - any unreadable file is named
+                raise UserError(f"{name}: cannot read {path} ({type(e).__name__}: {str(e)[:80]}); "
+                                f"the file is corrupt: replace it") from None
+            xs.append(data)
+            ys.append(labels)
+        out[split] = (torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
+    meta_path = root / cls.base_folder / cls.meta["filename"]
+    try:
+        with open(meta_path, "rb") as f:
+            out["classes"] = list(pickle.load(f, encoding="latin1")[cls.meta["key"]])
+    except Exception:  # noqa: BLE001
+        raise UserError(f"{name}: cannot read {meta_path}: the file is corrupt: replace it") from None
+    return out

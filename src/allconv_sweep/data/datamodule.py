@@ -1,0 +1,186 @@
+"""One LightningDataModule for the in-memory image sets (CIFAR-10, CIFAR-100, fake).
+
+read -> class subset -> stratified val split -> preprocess (fitted on the training split only) ->
+batches (sliced on the device, or a DataLoader) -> whole-batch augmentation after transfer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from allconv_sweep.data.augment import flip_translate
+from allconv_sweep.data.cifar import ensure_cifar, read_cifar
+from allconv_sweep.data.fake import make_fake
+from allconv_sweep.data.loader import TensorBatches
+from allconv_sweep.data.whitening import fit_zca_cached, global_contrast_normalize
+from allconv_sweep.errors import UserError
+
+PREPROCESS = ("gcn_zca", "standardize", "none")
+AUGMENT = ("none", "flip_translate")
+
+
+def stratified_split(y: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, val): ``val_size`` images held out with every class in proportion, fixed by seed."""
+    if val_size == 0:
+        return torch.arange(len(y)), torch.arange(0)
+    g = torch.Generator().manual_seed(seed)
+    classes, counts = torch.unique(y, return_counts=True)
+    # per-class quota by largest remainder, so quotas sum to exactly val_size
+    exact = counts.double() * val_size / len(y)
+    quota = exact.floor().long()
+    rest = val_size - int(quota.sum())
+    quota[torch.argsort(exact - quota, descending=True)[:rest]] += 1
+    val = []
+    for c, q in zip(classes.tolist(), quota.tolist()):
+        idx = torch.nonzero(y == c).flatten()
+        val.append(idx[torch.randperm(len(idx), generator=g)[:q]])
+    val_idx = torch.sort(torch.cat(val)).values
+    mask = torch.ones(len(y), dtype=torch.bool)
+    mask[val_idx] = False
+    return torch.nonzero(mask).flatten(), val_idx
+
+
+class ImageDataModule(L.LightningDataModule):
+    def __init__(self, data: dict, preprocess: dict, augment: dict, cache_dir: str | None = None,
+                 seed: int = 0):
+        super().__init__()
+        self.cfg, self.pre, self.aug = dict(data), dict(preprocess), dict(augment)
+        self.cache_dir, self.seed = cache_dir, seed
+        self.num_classes = int(self.cfg["num_classes"])
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.cache_hit: bool | None = None
+        self.device = torch.device("cpu")
+        self._validate()
+
+    def _validate(self) -> None:
+        c = self.cfg
+        for key in ("batch_size", "eval_batch_size"):
+            if not isinstance(c[key], int) or c[key] <= 0:
+                raise UserError(f"data.{key}={c[key]!r}: must be a positive integer")
+        if not isinstance(c["val_size"], int) or c["val_size"] < 0:
+            raise UserError(f"data.val_size={c['val_size']!r}: must be an integer >= 0")
+        if self.pre["name"] not in PREPROCESS:
+            raise UserError(f"preprocess={self.pre['name']!r}; valid: {', '.join(PREPROCESS)}")
+        if self.aug["name"] not in AUGMENT:
+            raise UserError(f"augment={self.aug['name']!r}; valid: {', '.join(AUGMENT)}")
+        if c.get("on_device", "auto") not in ("auto", True, False):
+            raise UserError(f"data.on_device={c['on_device']!r}; valid: auto, true, false")
+
+    # -- reading -----------------------------------------------------------------------------------
+    def _read(self) -> dict:
+        c = self.cfg
+        if c["name"] == "fake":
+            return make_fake(self.num_classes, int(c["train_size"]), int(c["test_size"]),
+                             int(c["image_size"]), float(c["noise"]))
+        if c["name"] in ("cifar10", "cifar100"):
+            root = ensure_cifar(c["name"], c["root"], bool(c["download"]), bool(c["verify"]),
+                                c.get("url"), c.get("archive_md5"))
+            return read_cifar(c["name"], root)
+        raise UserError(f"data={c['name']!r}; valid: cifar10, cifar100, fake")
+
+    def _subset_classes(self, raw: dict) -> dict:
+        classes = self.cfg.get("classes")
+        if not classes:
+            return raw
+        classes = [int(k) for k in classes]
+        n_all = len(raw["classes"])
+        bad = [k for k in classes if not 0 <= k < n_all]
+        if bad or len(set(classes)) != len(classes):
+            raise UserError(f"data.classes={classes}: need distinct class indices in 0..{n_all - 1}")
+        if len(classes) != self.num_classes:
+            raise UserError(f"data.classes has {len(classes)} classes but data.num_classes={self.num_classes}: "
+                            f"set data.num_classes={len(classes)}")
+        remap = torch.full((n_all,), -1, dtype=torch.long)
+        remap[torch.tensor(classes)] = torch.arange(len(classes))
+        out = {"classes": [raw["classes"][k] for k in classes]}
+        for split in ("train", "test"):
+            x, y = raw[split]
+            keep = remap[y] >= 0
+            out[split] = (x[keep], remap[y[keep]])
+        return out
+
+    # -- preprocessing -----------------------------------------------------------------------------
+    def _preprocess(self, train_x: torch.Tensor, others: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Fit on the training split only; apply the same transform to every split."""
+        name = self.pre["name"]
+        shape = train_x.shape[1:]
+        if name == "none":
+            return [x.float().div_(255) for x in [train_x, *others]]
+        if name == "standardize":
+            tx = train_x.float().div_(255)
+            mean = tx.mean(dim=(0, 2, 3), keepdim=True)
+            std = tx.std(dim=(0, 2, 3), keepdim=True)
+            return [(x.float().div(255) - mean) / std for x in [train_x, *others]]
+        scale = float(self.pre["gcn_scale"])
+        gcn = [global_contrast_normalize(x.float(), scale) for x in [train_x, *others]]
+        key_parts = {"dataset": self.cfg["name"], "val_size": self.cfg["val_size"],
+                     "split_seed": self.cfg["split_seed"], "classes": self.cfg.get("classes"), "gcn_scale": scale}
+        zca, self.cache_hit = fit_zca_cached(gcn[0], float(self.pre["zca_filter_bias"]), self.cache_dir, key_parts)
+        return [zca(x).reshape(-1, *shape) for x in gcn]
+
+    def prepare_data(self) -> None:
+        if self.cfg["name"] in ("cifar10", "cifar100"):  # download once, on one process
+            ensure_cifar(self.cfg["name"], self.cfg["root"], bool(self.cfg["download"]), bool(self.cfg["verify"]),
+                         self.cfg.get("url"), self.cfg.get("archive_md5"))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        raw = self._subset_classes(self._read())
+        self.class_names = raw["classes"]
+        x, y = raw["train"]
+        val_size = int(self.cfg["val_size"])
+        if val_size >= len(x):
+            raise UserError(f"data.val_size={val_size} but the training set has {len(x)} images: "
+                            f"choose 0 <= data.val_size < {len(x)}")
+        if y.max() >= self.num_classes:
+            raise UserError(f"data.num_classes={self.num_classes} but labels go up to {int(y.max())}")
+        train_idx, val_idx = stratified_split(y, val_size, int(self.cfg["split_seed"]))
+        xt, xv, xs = self._preprocess(x[train_idx], [x[val_idx], raw["test"][0]])
+        self.splits = {"train": (xt, y[train_idx]), "val": (xv, y[val_idx]), "test": (xs, raw["test"][1])}
+
+    def describe(self) -> dict[str, int]:
+        return {k: len(v[1]) for k, v in self.splits.items()}
+
+    # -- batches -----------------------------------------------------------------------------------
+    def use_device(self, device: torch.device) -> None:
+        """Move every split to ``device`` once (the whole set lives there; batches are slices)."""
+        self.device = device
+        self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
+
+    def _on_device(self) -> bool:
+        flag = self.cfg.get("on_device", "auto")
+        if flag == "auto":
+            return self.device.type != "cpu"
+        return bool(flag)
+
+    def _loader(self, split: str, train: bool):
+        x, y = self.splits[split]
+        bs = self.cfg["batch_size"] if train else self.cfg["eval_batch_size"]
+        if self._on_device() and (self.trainer is None or self.trainer.world_size == 1):
+            return TensorBatches(x, y, bs, shuffle=train, seed=self.seed)
+        x, y = x.cpu(), y.cpu()
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=train, generator=g if train else None,
+                          num_workers=int(self.cfg.get("num_workers", 0)),
+                          pin_memory=self.device.type == "cuda", persistent_workers=int(self.cfg.get("num_workers", 0)) > 0)
+
+    def train_dataloader(self):
+        return self._loader("train", True)
+
+    def val_dataloader(self):
+        return self._loader("val", False) if len(self.splits["val"][1]) else []
+
+    def test_dataloader(self):
+        return self._loader("test", False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.aug["name"] == "flip_translate" and self.trainer is not None and self.trainer.training:
+            x, y = batch
+            batch = (flip_translate(x, int(self.aug["max_shift"]), bool(self.aug["flip"])), y)
+        return batch

@@ -1,0 +1,194 @@
+"""train(cfg): one run, start to metrics.json. A plain function: tests call it without @hydra.main."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from allconv_sweep import config as config_mod
+from allconv_sweep.callbacks import DivergenceMonitor, Throughput
+from allconv_sweep.console import console, print_config_tree, print_summary
+from allconv_sweep.data import ImageDataModule
+from allconv_sweep.errors import UserError
+from allconv_sweep.module import ImageClassifier
+from allconv_sweep.nets import count_parameters
+from allconv_sweep.results import git_commit, read_metrics, versions, write_metrics
+
+log = logging.getLogger(__name__)
+
+# Lightning's advice lines that do not apply to in-memory tensors
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*is a sized iterable.*")
+warnings.filterwarnings("ignore", message=".*The number of training batches.*")
+warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+# Lightning prints through its own handler; without this Hydra's root handler prints every line again
+logging.getLogger("lightning.pytorch").propagate = False
+logging.getLogger("lightning.fabric").propagate = False
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"output folder {path} is not writable ({e.strerror}): choose another with "
+                        f"hydra.run.dir=<folder> (or paths.output_dir in code)") from None
+
+
+def _loggers(cfg: DictConfig, output_dir: Path, run_name: str):
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    name = cfg.logger.name
+    if name == "csv":
+        return [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
+    if name == "tensorboard":
+        return [TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version=""),
+                CSVLogger(save_dir=str(output_dir), name="csv", version="")]
+    if name == "wandb":
+        from allconv_sweep.wandb_utils import make_wandb_logger
+        return [make_wandb_logger(cfg, output_dir, run_name), CSVLogger(save_dir=str(output_dir), name="csv", version="")]
+    raise UserError(f"logger={name!r}; valid: csv, tensorboard, wandb")
+
+
+def _finetune(model: ImageClassifier, path: str) -> None:
+    """Load every layer but the class conv (the last conv/linear), whose shape depends on the classes."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = state.get("state_dict", state)
+    convs = [n for n, m in model.net.named_children() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    head = f"net.{convs[-1]}."
+    keep = {k: v for k, v in state.items() if k.startswith("net.") and not k.startswith(head)}
+    missing, unexpected = model.load_state_dict(keep, strict=False)
+    wrong = [k for k in missing if not k.startswith(head)]
+    if wrong or unexpected:
+        raise UserError(f"finetune_from={path}: layers do not match this model ({(wrong + unexpected)[:3]}...)")
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"{cfg.model.name}-{cfg.data.name}-lr{cfg.optimizer.lr}-s{cfg.seed}"
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train one network with the config's protocol; write and return its metrics.json record."""
+    t_start = time.perf_counter()
+    config_mod.validate(cfg)
+    output_dir = Path(cfg.paths.output_dir).resolve()
+    _check_writable(output_dir)
+    previous = read_metrics(output_dir)
+    if previous and previous.get("status") in ("ok", "diverged") and cfg.resume:
+        console.print(f"[green]already finished ({previous['status']}):[/green] {output_dir}/metrics.json; nothing to do")
+        return previous
+    if cfg.print_config:
+        print_config_tree(cfg)
+    resolved = config_mod.to_container(cfg)
+
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    dm = ImageDataModule(resolved["data"], resolved["preprocess"], resolved["augment"],
+                         cache_dir=resolved["paths"]["cache_dir"], seed=int(cfg.seed))
+    dm.prepare_data()
+    dm.setup()  # eagerly: a missing file or a bad val_size stops here, before any training
+    model = ImageClassifier(resolved)
+    if cfg.finetune_from:
+        _finetune(model, cfg.finetune_from)
+
+    ckpt_dir = output_dir / "checkpoints"
+    has_val = len(dm.splits["val"][1]) > 0
+    checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", save_last=True,
+                                 monitor="val/acc" if has_val else None, mode="max", save_top_k=1 if has_val else 0)
+    divergence = DivergenceMonitor(int(cfg.data.num_classes), **resolved["divergence"])
+    throughput = Throughput()
+    tcfg = dict(resolved["trainer"])
+    callbacks = [checkpoint, divergence, throughput]
+    if tcfg.pop("enable_progress_bar", True):
+        callbacks.append(RichProgressBar() if console.is_terminal else TQDMProgressBar(refresh_rate=50))
+        enable_pb = True
+    else:
+        enable_pb = False
+    trainer = L.Trainer(default_root_dir=str(output_dir), logger=_loggers(cfg, output_dir, run_name(cfg)),
+                        callbacks=callbacks, enable_progress_bar=enable_pb, enable_model_summary=False,
+                        num_sanity_val_steps=0, **{k: v for k, v in tcfg.items() if v is not None or k == "gradient_clip_val"})
+    dm.use_device(trainer.strategy.root_device)
+
+    last = ckpt_dir / "last.ckpt"
+    resumed_from = str(last) if cfg.resume and last.is_file() else None
+    status, reason = "ok", None
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=resumed_from)
+        train_acc = trainer.callback_metrics.get("train/acc")  # before validate/test reset the metrics
+        if divergence.reason:
+            status, reason = "diverged", divergence.reason
+        final = {}
+        if has_val:
+            final.update(trainer.validate(model, datamodule=dm, verbose=False)[0])
+        final.update(trainer.test(model, datamodule=dm, verbose=False)[0])
+        best_test = None
+        if has_val and checkpoint.best_model_path and status == "ok":
+            best_test = trainer.test(model, datamodule=dm, ckpt_path=checkpoint.best_model_path,
+                                     verbose=False)[0]["test/acc"]
+    except UserError:
+        raise
+    except Exception as e:  # a crash is recorded, then re-raised (non-zero exit)
+        metrics = _record(cfg, model, output_dir, "failed", f"{type(e).__name__}: {e}", trainer, throughput,
+                          t_start, {}, None, None, resumed_from)
+        raise
+    metrics = _record(cfg, model, output_dir, status, reason, trainer, throughput, t_start, final,
+                      best_test, None if train_acc is None else float(train_acc), resumed_from)
+    _finish_loggers(trainer, metrics)
+    print_summary(metrics)
+    return metrics
+
+
+def _err(acc):
+    return None if acc is None else 1.0 - acc
+
+
+def _record(cfg, model, output_dir, status, reason, trainer, throughput, t_start, final, best_test,
+            train_acc, resumed_from) -> dict[str, Any]:
+    val_acc, test_acc = final.get("val/acc"), final.get("test/acc")
+    metrics = {
+        "status": status, "reason": reason,
+        "model": cfg.model.name, "family": cfg.model.get("family"), "variant": cfg.model.get("variant"),
+        "data": cfg.data.name, "preprocess": cfg.preprocess.name, "augment": cfg.augment.name,
+        "lr": float(cfg.optimizer.lr), "seed": int(cfg.seed), "batch_size": int(cfg.data.batch_size),
+        "num_params": count_parameters(model.net),
+        "epochs_run": int(trainer.current_epoch), "max_epochs": int(cfg.trainer.max_epochs),
+        "train_acc": train_acc, "train_error": _err(train_acc),
+        "val_acc": val_acc, "val_error": _err(val_acc),
+        "test_acc": test_acc, "test_error": _err(test_acc),
+        "best_val_test_acc": best_test, "best_val_test_error": _err(best_test),
+        "wall_time_s": time.perf_counter() - t_start,
+        "train_images_per_s": throughput.images_per_s,
+        "resumed_from": resumed_from,
+        "output_dir": str(output_dir),
+        "overrides": _overrides(),
+        "device": str(trainer.strategy.root_device), "precision": str(cfg.trainer.precision),
+        "versions": versions(), "git_commit": git_commit(),
+    }
+    if trainer.is_global_zero:
+        write_metrics(output_dir, metrics)
+    return metrics
+
+
+def _overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        return list(HydraConfig.get().overrides.task)
+    except Exception:  # noqa: BLE001 - called without Hydra (tests, notebooks)
+        return []
+
+
+def _finish_loggers(trainer, metrics: dict) -> None:
+    for lg in trainer.loggers:
+        if lg.__class__.__name__ == "WandbLogger":
+            from allconv_sweep.wandb_utils import finish_wandb
+            finish_wandb(lg, metrics)
