@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 import hydra
@@ -19,9 +21,44 @@ def main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        if _multirun():  # one bad job never stops a sweep: the sweep's report lists it (no metrics.json)
+            logging.getLogger(__name__).error("error: %s", e)
+            return None
         sys.exit(2)
+    except Exception:
+        if not _multirun():
+            raise
+        # train() recorded status failed in metrics.json; the traceback goes to this job's log, and the
+        # sweep goes on with its other jobs (Hydra's sweeper would otherwise stop at the first failure)
+        logging.getLogger(__name__).exception("job failed; the sweep goes on with its other jobs")
+        return None
     return metrics.get("val_acc")  # what a Hydra sweeper would optimize
 
 
-if __name__ == "__main__":
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def cli() -> None:
+    """Check the overrides first (one-line errors), then hand over to Hydra."""
+    from allconv_sweep.cli_checks import check_overrides
+
+    # DDP ranks > 0 are this command re-run by Lightning (LOCAL_RANK >= 1) with rank 0's argv plus its own
+    # hydra.run.dir="<rank 0's folder>" etc.: rank 0 has checked the overrides already
+    relaunched_rank = os.environ.get("LOCAL_RANK", "0") != "0"
+    if not relaunched_rank and not any(
+            a in ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc")
+            for a in sys.argv[1:]):
+        try:
+            check_overrides(sys.argv[1:])
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -19,9 +19,13 @@ class DivergenceMonitor(L.Callback):
     """
 
     def __init__(self, num_classes: int, check_nonfinite: bool = True, dead_output_epochs: int | None = 1,
-                 chance_epochs: int | None = 10, chance_margin: float = 0.02):
+                 chance_epochs: int | None = 10, chance_margin: float = 0.02, check_every: int | None = None):
         self.num_classes = num_classes
         self.check_nonfinite = check_nonfinite
+        # on an accelerator the loss is read every `check_every` steps (default: trainer.log_every_n_steps,
+        # when Lightning reads it anyway) and at each epoch end, not every step: reading it stalls the host
+        self.check_every = check_every
+        self._first_bad: torch.Tensor | None = None  # on the device: the first step with a non-finite loss
         self.dead_output_epochs = dead_output_epochs
         self.chance_epochs = chance_epochs
         self.chance_margin = chance_margin
@@ -37,12 +41,37 @@ class DivergenceMonitor(L.Callback):
         if not self.check_nonfinite or outputs is None:
             return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if not torch.isfinite(loss).all():
-            self._stop(trainer, f"non-finite training loss at epoch {trainer.current_epoch}, step {trainer.global_step}")
+        if loss.device.type == "cpu" and trainer.world_size == 1:  # reading it costs nothing: stop at once
+            if not bool(torch.isfinite(loss).all()):
+                self._stop(trainer, f"non-finite training loss at epoch {trainer.current_epoch}, step {trainer.global_step}")
+            return
+        bad = ~torch.isfinite(loss.detach()).all()
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        self._first_bad = torch.where(bad & (self._first_bad < 0), trainer.global_step, self._first_bad)
+        if (batch_idx + 1) % (self.check_every or trainer.log_every_n_steps or 1) == 0:
+            self._check_first_bad(trainer)
+
+    def _check_first_bad(self, trainer) -> None:
+        """One host read of the device-side record (every rank at the same steps under DDP)."""
+        if self._first_bad is None or self.reason is not None:
+            return
+        step = int(self._first_bad)
+        bad = step >= 0
+        if trainer.world_size > 1:  # DDP: every rank must stop at the same step, or the others hang
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            where = f"step {step}" if step >= 0 else "another rank"
+            self._stop(trainer, f"non-finite training loss at epoch {trainer.current_epoch}, {where}")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.check_nonfinite:
+            self._check_first_bad(trainer)
         if self.dead_output_epochs:
-            self._dead_epochs = 0 if pl_module.any_nonzero_output else self._dead_epochs + 1
+            alive = pl_module.any_nonzero_output
+            if trainer.world_size > 1:  # DDP: one decision for all ranks (alive if any rank saw a score)
+                alive = trainer.strategy.reduce_boolean_decision(alive, all=False)
+            self._dead_epochs = 0 if alive else self._dead_epochs + 1
             if self._dead_epochs >= self.dead_output_epochs:
                 self._stop(trainer, f"every class score was 0 for {self._dead_epochs} epoch(s) by epoch "
                                     f"{trainer.current_epoch + 1}: the final ReLU is dead (loss stuck at "

@@ -12,12 +12,13 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from allconv_sweep import config as config_mod
 from allconv_sweep.callbacks import DivergenceMonitor, Throughput
 from allconv_sweep.console import console, print_config_tree, print_summary
-from allconv_sweep.data import ImageDataModule
+from allconv_sweep.data import build_datamodule
 from allconv_sweep.errors import UserError
 from allconv_sweep.module import ImageClassifier
 from allconv_sweep.nets import count_parameters
@@ -38,7 +39,7 @@ logging.getLogger("lightning.fabric").propagate = False
 def _check_writable(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_probe"
+        probe = path / f".write_probe.{os.getpid()}"  # per process: DDP ranks probe the same folder at once
         probe.write_text("")
         probe.unlink()
     except OSError as e:
@@ -86,15 +87,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     _check_writable(output_dir)
     previous = read_metrics(output_dir)
     if previous and previous.get("status") in ("ok", "diverged") and cfg.resume:
-        console.print(f"[green]already finished ({previous['status']}):[/green] {output_dir}/metrics.json; nothing to do")
+        if rank_zero_only.rank == 0:
+            console.print(f"[green]already finished ({previous['status']}):[/green] {output_dir}/metrics.json; nothing to do")
         return previous
-    if cfg.print_config:
+    if cfg.print_config and rank_zero_only.rank == 0:  # DDP: ranks > 0 (re-launched by Lightning) stay quiet
         print_config_tree(cfg)
     resolved = config_mod.to_container(cfg)
 
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    dm = ImageDataModule(resolved["data"], resolved["preprocess"], resolved["augment"],
-                         cache_dir=resolved["paths"]["cache_dir"], seed=int(cfg.seed))
+    dm = build_datamodule(resolved)  # by data.name: in-memory CIFAR/fake, or ImageNet JPEG folders
     dm.prepare_data()
     dm.setup()  # eagerly: a missing file or a bad val_size stops here, before any training
     model = ImageClassifier(resolved)
@@ -102,7 +103,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _finetune(model, cfg.finetune_from)
 
     ckpt_dir = output_dir / "checkpoints"
-    has_val = len(dm.splits["val"][1]) > 0
+    has_val = dm.describe().get("val", 0) > 0
     checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", save_last=True,
                                  monitor="val/acc" if has_val else None, mode="max", save_top_k=1 if has_val else 0)
     divergence = DivergenceMonitor(int(cfg.data.num_classes), **resolved["divergence"])
@@ -117,7 +118,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = L.Trainer(default_root_dir=str(output_dir), logger=_loggers(cfg, output_dir, run_name(cfg)),
                         callbacks=callbacks, enable_progress_bar=enable_pb, enable_model_summary=False,
                         num_sanity_val_steps=0, **{k: v for k, v in tcfg.items() if v is not None or k == "gradient_clip_val"})
-    dm.use_device(trainer.strategy.root_device)
+    if trainer.world_size > 1 and _in_multirun() and not trainer.strategy.cluster_environment.creates_processes_externally:
+        # Lightning would re-run this whole command (-m included) once per extra rank: a sweep per rank
+        raise UserError("trainer=ddp with several devices is for single runs: drop -m (one job per command), "
+                        "or sweep with launcher=slurm, which starts every rank itself")
+    if hasattr(dm, "use_device"):  # the in-memory sets live on the device; ImageNet streams from workers
+        dm.use_device(trainer.strategy.root_device)
 
     last = ckpt_dir / "last.ckpt"
     resumed_from = str(last) if cfg.resume and last.is_file() else None
@@ -144,7 +150,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics = _record(cfg, model, output_dir, status, reason, trainer, throughput, t_start, final,
                       best_test, None if train_acc is None else float(train_acc), resumed_from)
     _finish_loggers(trainer, metrics)
-    print_summary(metrics)
+    if trainer.is_global_zero:
+        print_summary(metrics)
     return metrics
 
 
@@ -155,6 +162,7 @@ def _err(acc):
 def _record(cfg, model, output_dir, status, reason, trainer, throughput, t_start, final, best_test,
             train_acc, resumed_from) -> dict[str, Any]:
     val_acc, test_acc = final.get("val/acc"), final.get("test/acc")
+    images_per_s = throughput.images_per_s  # per process; DDP ranks step in lockstep: x world_size = global
     metrics = {
         "status": status, "reason": reason,
         "model": cfg.model.name, "family": cfg.model.get("family"), "variant": cfg.model.get("variant"),
@@ -167,7 +175,9 @@ def _record(cfg, model, output_dir, status, reason, trainer, throughput, t_start
         "test_acc": test_acc, "test_error": _err(test_acc),
         "best_val_test_acc": best_test, "best_val_test_error": _err(best_test),
         "wall_time_s": time.perf_counter() - t_start,
-        "train_images_per_s": throughput.images_per_s,
+        "val_acc_top5": final.get("val/acc_top5"), "test_acc_top5": final.get("test/acc_top5"),
+        "train_images_per_s": None if images_per_s is None else images_per_s * trainer.world_size,
+        "world_size": trainer.world_size,  # batch_size is per device: the global batch is batch_size x world_size
         "resumed_from": resumed_from,
         "output_dir": str(output_dir),
         "overrides": _overrides(),
@@ -177,6 +187,15 @@ def _record(cfg, model, output_dir, status, reason, trainer, throughput, t_start
     if trainer.is_global_zero:
         write_metrics(output_dir, metrics)
     return metrics
+
+
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # noqa: BLE001 - no Hydra (tests, notebooks)
+        return False
 
 
 def _overrides() -> list[str]:

@@ -39,7 +39,7 @@ def make_wandb_logger(cfg: DictConfig, output_dir: Path, run_name: str):
     container["model"].pop("layers", None)  # the layer list is the model's name; keep the table readable
     tags = list(w.get("tags") or []) + [f"family:{cfg.model.get('family')}", f"variant:{cfg.model.get('variant')}",
                                         f"data:{cfg.data.name}"]
-    return WandbLogger(project=w.project, entity=w.get("entity"), group=w.get("group"), name=run_name,
+    return WandbLogger(project=w.project, entity=w.get("entity"), group=w.get("group"), name=w.get("run_name") or run_name,
                        tags=tags, save_dir=str(output_dir), offline=mode == "offline", mode=mode,
                        config=flatten(container), reinit="finish_previous")
 

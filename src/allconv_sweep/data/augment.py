@@ -13,12 +13,13 @@ def flip_translate(x: torch.Tensor, max_shift: int = 5, flip: bool = True,
     n, c, h, w = x.shape
     dev = x.device
     s = max_shift
-    shifts = torch.randint(-s, s + 1, (2, n), device="cpu", generator=generator).to(dev)
+    # drawn on the CPU (the same stream on every device); non_blocking: no host sync per batch on a GPU
+    shifts = torch.randint(-s, s + 1, (2, n), device="cpu", generator=generator).to(dev, non_blocking=True)
     padded = torch.nn.functional.pad(x, (s, s, s, s))
     rows = torch.arange(h, device=dev)[None, :] + s - shifts[0][:, None]            # (n, h)
     cols = torch.arange(w, device=dev)[None, :] + s - shifts[1][:, None]            # (n, w)
     if flip:
-        do_flip = torch.rand(n, generator=generator).to(dev) < 0.5
+        do_flip = (torch.rand(n, generator=generator) < 0.5).to(dev, non_blocking=True)
         cols = torch.where(do_flip[:, None], cols.flip(1), cols)
     idx_n = torch.arange(n, device=dev)[:, None, None, None]
     idx_c = torch.arange(c, device=dev)[None, :, None, None]

@@ -1,0 +1,195 @@
+"""ImageNet (ILSVRC-2012) from JPEG folders: torchvision's ImageFolder and DataLoader workers.
+
+Workers decode, crop and flip each image and hand over uint8 batches (4x less to copy than float32);
+the pixel scaling and mean/std normalisation run on the training device in ``on_after_batch_transfer``.
+Every folder problem is one ``UserError`` line, raised in ``setup()`` before any training starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms import v2
+
+from allconv_sweep.errors import UserError
+
+PREPROCESS = ("standardize", "none")
+AUGMENT = ("random_resized_crop", "none")
+MIN_IMAGE_SIZE = 59  # all_cnn_imagenet: conv9 (3x3, stride 2, unpadded) needs a 3x3 map
+
+
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+def _loose_images(folder: Path) -> int:
+    return sum(1 for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
+
+
+def _examples(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+class _ClassSubsetFolder(ImageFolder):
+    """ImageFolder over a given list of class folders (a subset, or all) and at most ``max_per_class``
+    images per class (the first by sorted file name, so every run sees the same subset)."""
+
+    def __init__(self, root: Path, classes: list[str], transform, max_per_class: int | None = None):
+        self._classes = classes
+        try:
+            super().__init__(str(root), transform=transform)
+        except FileNotFoundError as e:  # a class folder without any image
+            raise UserError(f"{root}: {e}") from None
+        if max_per_class is not None:
+            kept, count = [], [0] * len(classes)
+            for path, label in self.samples:
+                if count[label] < max_per_class:
+                    kept.append((path, label))
+                    count[label] += 1
+            self.samples = self.imgs = kept
+            self.targets = [label for _, label in kept]
+
+    def find_classes(self, directory):  # noqa: D102 - torchvision's hook for a class subset
+        return self._classes, {c: i for i, c in enumerate(self._classes)}
+
+
+class ImageNetDataModule(L.LightningDataModule):
+    """``data=imagenet``: train / val (/ test, the val folder by default) ImageFolders."""
+
+    def __init__(self, data: dict, preprocess: dict, augment: dict, seed: int = 0):
+        super().__init__()
+        self.cfg, self.pre, self.aug, self.seed = dict(data), dict(preprocess), dict(augment), seed
+        self.num_classes = int(self.cfg["num_classes"])
+        self.datasets: dict[str, ImageFolder] = {}
+        self.class_names: list[str] = []
+        self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._validate()
+
+    def _validate(self) -> None:
+        c = self.cfg
+        for key in ("num_classes", "batch_size", "eval_batch_size", "image_size", "resize"):
+            if isinstance(c[key], bool) or not isinstance(c[key], int) or c[key] <= 0:
+                raise UserError(f"data.{key}={c[key]!r}: must be a positive integer")
+        if c["image_size"] < MIN_IMAGE_SIZE:
+            raise UserError(f"data.image_size={c['image_size']}: the ImageNet network needs at least {MIN_IMAGE_SIZE}")
+        if c["resize"] < c["image_size"]:
+            raise UserError(f"data.resize={c['resize']} < data.image_size={c['image_size']}: the centre crop "
+                            f"must fit (ImageNet's usual pair is 256 / 224)")
+        mpc = c.get("max_per_class")
+        if mpc is not None and (isinstance(mpc, bool) or not isinstance(mpc, int) or mpc <= 0):
+            raise UserError(f"data.max_per_class={mpc!r}: must be a positive integer or null (all images)")
+        if not isinstance(c["num_workers"], int) or c["num_workers"] < 0:
+            raise UserError(f"data.num_workers={c['num_workers']!r}: must be an integer >= 0")
+        if c.get("pin_memory", "auto") not in ("auto", True, False):
+            raise UserError(f"data.pin_memory={c['pin_memory']!r}; valid: auto, true, false")
+        if self.pre["name"] not in PREPROCESS:
+            raise UserError(f"preprocess={self.pre['name']} does not apply to data=imagenet; valid: "
+                            f"{', '.join(PREPROCESS)} (standardize uses data.mean/data.std)")
+        if self.aug["name"] not in AUGMENT:
+            raise UserError(f"augment={self.aug['name']} does not apply to data=imagenet; valid: {', '.join(AUGMENT)}")
+        if self.pre["name"] == "standardize" and not (len(c["mean"]) == len(c["std"]) == 3 and min(c["std"]) > 0):
+            raise UserError(f"data.mean={c['mean']} / data.std={c['std']}: need 3 values each (RGB), std > 0")
+
+    # -- folders -----------------------------------------------------------------------------------
+    def _folder(self, key: str) -> Path:
+        root = Path(self.cfg["root"]).expanduser()
+        if not root.is_dir():
+            raise UserError(f"data.root={root}: no such folder (ImageNet expects {root}/train/<wnid>/*.JPEG "
+                            f"and {root}/val/<wnid>/*.JPEG)")
+        folder = root / self.cfg[key]
+        if not folder.is_dir():
+            raise UserError(f"{folder}: no such folder (data.{key}={self.cfg[key]!r} under data.root={root})")
+        loose = _loose_images(folder)
+        if loose:
+            raise UserError(f"{folder}: {loose} images lie directly in the folder, not sorted into class folders "
+                            f"<wnid>/ (for ILSVRC-2012 val, sort them first, e.g. with the usual valprep.sh)")
+        classes = _class_folders(folder)
+        if not classes:
+            raise UserError(f"{folder}: no class folders (expects {folder}/<wnid>/*.JPEG)")
+        return folder
+
+    def _transforms(self, train: bool):
+        size, c = int(self.cfg["image_size"]), self.cfg
+        if train and self.aug["name"] == "random_resized_crop":
+            steps = [v2.RandomResizedCrop(size, scale=tuple(self.aug["scale"]), ratio=tuple(self.aug["ratio"]),
+                                          antialias=True)]
+            if self.aug.get("flip", True):
+                steps.append(v2.RandomHorizontalFlip())
+        else:
+            steps = [v2.Resize(int(c["resize"]), antialias=True), v2.CenterCrop(size)]
+        return v2.Compose([*steps, v2.PILToTensor()])  # uint8 CHW; scaled and normalised on the device
+
+    def prepare_data(self) -> None:  # nothing to download: ILSVRC-2012 must be obtained by the user
+        pass
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        train_dir, val_dir = self._folder("train_dir"), self._folder("val_dir")
+        test_dir = self._folder("test_dir")
+        train_classes = _class_folders(train_dir)
+        for other in {val_dir, test_dir}:
+            other_classes = _class_folders(other)
+            if other_classes != train_classes:
+                only_train = sorted(set(train_classes) - set(other_classes))
+                only_other = sorted(set(other_classes) - set(train_classes))
+                raise UserError(f"{train_dir} and {other} hold different classes ({len(train_classes)} vs "
+                                f"{len(other_classes)} folders): {len(only_train)} only in train "
+                                f"({_examples(only_train)}), {len(only_other)} only in {other.name} "
+                                f"({_examples(only_other)})")
+        if self.num_classes > len(train_classes):
+            raise UserError(f"data.num_classes={self.num_classes} but {train_dir} has {len(train_classes)} class "
+                            f"folders: set data.num_classes={len(train_classes)} (or fewer, for a subset)")
+        classes = train_classes[: self.num_classes]
+        self.class_names = classes
+        mpc = self.cfg.get("max_per_class")
+        self.datasets["train"] = _ClassSubsetFolder(train_dir, classes, self._transforms(True), mpc)
+        self.datasets["val"] = _ClassSubsetFolder(val_dir, classes, self._transforms(False))
+        self.datasets["test"] = (self.datasets["val"] if test_dir == val_dir
+                                 else _ClassSubsetFolder(test_dir, classes, self._transforms(False)))
+
+    def describe(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.datasets.items()}
+
+    # -- batches -----------------------------------------------------------------------------------
+    def _pin(self) -> bool:
+        flag = self.cfg.get("pin_memory", "auto")
+        if flag == "auto":
+            return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return bool(flag)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        workers = int(self.cfg["num_workers"])
+        extra = {"persistent_workers": bool(self.cfg.get("persistent_workers", True)),
+                 "prefetch_factor": int(self.cfg.get("prefetch_factor", 2))} if workers > 0 else {}
+        # under DDP Lightning swaps the sampler for a DistributedSampler: each process reads 1/devices of
+        # the split (shuffled per epoch when training; evaluation pads the last shard with a few repeats)
+        return DataLoader(self.datasets[split], batch_size=int(self.cfg["batch_size" if train else "eval_batch_size"]),
+                          shuffle=train, num_workers=workers, pin_memory=self._pin(), drop_last=False, **extra)
+
+    def train_dataloader(self):
+        return self._loader("train", True)
+
+    def val_dataloader(self):
+        return self._loader("val", False)
+
+    def test_dataloader(self):
+        return self._loader("test", False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        x, y = batch
+        x = x.float().div_(255)
+        if self.pre["name"] == "standardize":
+            if self._norm is None or self._norm[0].device != x.device:
+                mean = torch.tensor(self.cfg["mean"], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+                std = torch.tensor(self.cfg["std"], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+                self._norm = (mean, std)
+            x = x.sub_(self._norm[0]).div_(self._norm[1])
+        return x, y
