@@ -30,6 +30,8 @@ def test_tiny_run_writes_complete_metrics_and_checkpoint(cfg_factory):
     assert math.isclose(on_disk["test_error"], 1 - on_disk["test_acc"]) and 0 <= on_disk["test_acc"] <= 1
     assert on_disk["best_val_test_acc"] is not None and on_disk["train_images_per_s"] > 0
     assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "csv" / "metrics.csv").is_file()
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (1, 4)  # the final epoch, whatever val/acc did
     assert not list(out.glob(".metrics.*.tmp"))  # the atomic write left nothing behind
     ck = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ck["hyper_parameters"]["cfg"]["model"]["name"] == "model_a"  # the config travels with the weights
@@ -79,15 +81,20 @@ def test_huge_learning_rate_ends_diverged_not_crashed(cfg_factory):
 
 
 def test_dead_output_is_detected():
-    """Every class score 0 for a whole epoch (the final ReLU is dead) stops the run with its reason."""
+    """(Almost) no image with a class score > 0 for 2 epochs in a row (the final ReLU is dead) stops the run."""
     from allconv_sweep.callbacks import DivergenceMonitor
 
-    mon = DivergenceMonitor(num_classes=10, dead_output_epochs=1, chance_epochs=None)
+    mon = DivergenceMonitor(num_classes=10, dead_output_epochs=2, dead_output_fraction=0.01, chance_epochs=None)
     trainer = type("T", (), {"should_stop": False, "current_epoch": 5, "callback_metrics": {}, "world_size": 1})()
-    module = type("M", (), {"any_nonzero_output": True})()
+    module = type("M", (), {"fraction": 0.5, "alive_fraction": lambda self: self.fraction})()
+    mon.on_train_epoch_end(trainer, module)
+    module.fraction = 0.005
+    mon.on_train_epoch_end(trainer, module)
+    module.fraction = 0.02  # one live epoch resets the count
+    mon.on_train_epoch_end(trainer, module)
+    module.fraction = 0.0
     mon.on_train_epoch_end(trainer, module)
     assert mon.reason is None and not trainer.should_stop
-    module.any_nonzero_output = False
     mon.on_train_epoch_end(trainer, module)
     assert trainer.should_stop and "final ReLU is dead" in mon.reason and "2.3026" in mon.reason
 

@@ -13,12 +13,13 @@ class DivergenceMonitor(L.Callback):
     """Stops a run that cannot recover and says why; ``reason`` is None while the run is healthy.
 
     - the training loss is NaN/inf;
-    - every class score was exactly 0 for whole training epochs (the final ReLU is dead: no gradient
+    - (almost) every class score was 0 for whole training epochs (the final ReLU is dead: no gradient
       reaches any weight again; the paper-faithful All-CNN-C can end there, loss fixed at ln C);
     - validation accuracy still at chance after ``chance_epochs`` epochs.
     """
 
     def __init__(self, num_classes: int, check_nonfinite: bool = True, dead_output_epochs: int | None = 1,
+                 dead_output_fraction: float = 0.01,
                  chance_epochs: int | None = 10, chance_margin: float = 0.02, check_every: int | None = None):
         self.num_classes = num_classes
         self.check_nonfinite = check_nonfinite
@@ -27,6 +28,7 @@ class DivergenceMonitor(L.Callback):
         self.check_every = check_every
         self._first_bad: torch.Tensor | None = None  # on the device: the first step with a non-finite loss
         self.dead_output_epochs = dead_output_epochs
+        self.dead_output_fraction = dead_output_fraction
         self.chance_epochs = chance_epochs
         self.chance_margin = chance_margin
         self.reason: str | None = None
@@ -68,12 +70,13 @@ class DivergenceMonitor(L.Callback):
         if self.check_nonfinite:
             self._check_first_bad(trainer)
         if self.dead_output_epochs:
-            alive = pl_module.any_nonzero_output
+            alive = pl_module.alive_fraction() >= self.dead_output_fraction
             if trainer.world_size > 1:  # DDP: one decision for all ranks (alive if any rank saw a score)
                 alive = trainer.strategy.reduce_boolean_decision(alive, all=False)
             self._dead_epochs = 0 if alive else self._dead_epochs + 1
             if self._dead_epochs >= self.dead_output_epochs:
-                self._stop(trainer, f"every class score was 0 for {self._dead_epochs} epoch(s) by epoch "
+                self._stop(trainer, f"fewer than {self.dead_output_fraction:.0%} of training images had any class "
+                                    f"score > 0 for {self._dead_epochs} epoch(s) in a row by epoch "
                                     f"{trainer.current_epoch + 1}: the final ReLU is dead (loss stuck at "
                                     f"ln {self.num_classes} = {math.log(self.num_classes):.4f})")
         if self.chance_epochs and trainer.current_epoch + 1 >= self.chance_epochs:

@@ -42,7 +42,10 @@ class ImageClassifier(L.LightningModule):
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.forward_net = torch.compile(self.net) if cfg["model"].get("compile") else self.net
-        self.any_nonzero_output = False   # read by DivergenceMonitor: all class scores 0 = dead final ReLU
+        # read by DivergenceMonitor: the share of training images with any class score > 0 this epoch
+        # (near 0: the final ReLU is dead). Counted on the device; read once an epoch.
+        self._alive = torch.zeros((), dtype=torch.long)
+        self._alive_seen = 0
         self._train_hits: torch.Tensor | None = None  # this epoch's correct top-1 (and top-5) training predictions
         self._train_seen = 0
 
@@ -72,8 +75,8 @@ class ImageClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss, logits = self._step(batch, "train")
-        if not self.any_nonzero_output:
-            self.any_nonzero_output = bool((logits.detach() != 0).any())
+        self._alive = self._alive.to(logits.device) + (logits.detach() > 0).any(dim=1).sum()
+        self._alive_seen += len(logits)
         trainer = self._trainer  # None when called outside a Trainer
         if trainer is not None and batch_idx + 1 == trainer.num_training_batches:  # before epoch-end callbacks read it
             self._log_train_accuracy()
@@ -101,8 +104,12 @@ class ImageClassifier(L.LightningModule):
                      sync_dist=True)
         self._train_hits, self._train_seen = None, 0
 
+    def alive_fraction(self) -> float:
+        """Share of this epoch's training images with any class score > 0 (1.0 before any step)."""
+        return float(self._alive) / self._alive_seen if self._alive_seen else 1.0
+
     def on_train_epoch_start(self) -> None:
-        self.any_nonzero_output = False
+        self._alive, self._alive_seen = torch.zeros((), dtype=torch.long), 0
         self._train_hits, self._train_seen = None, 0
 
     def on_train_epoch_end(self) -> None:

@@ -104,12 +104,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     ckpt_dir = output_dir / "checkpoints"
     has_val = dm.describe().get("val", 0) > 0
-    checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", save_last=True,
-                                 monitor="val/acc" if has_val else None, mode="max", save_top_k=1 if has_val else 0)
+    # Two callbacks: Lightning >= 2.5 writes save_last only in epochs that also saved a top-k checkpoint,
+    # but resuming after preemption needs the latest epoch every time.
+    checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="val/acc" if has_val else None,
+                                 mode="max", save_top_k=1 if has_val else 0)
+    last_checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), filename="last", monitor=None, save_top_k=1,
+                                      enable_version_counter=False)
     divergence = DivergenceMonitor(int(cfg.data.num_classes), **resolved["divergence"])
     throughput = Throughput()
     tcfg = dict(resolved["trainer"])
-    callbacks = [checkpoint, divergence, throughput]
+    callbacks = [checkpoint, last_checkpoint, divergence, throughput]
     if tcfg.pop("enable_progress_bar", True):
         callbacks.append(RichProgressBar() if console.is_terminal else TQDMProgressBar(refresh_rate=50))
         enable_pb = True
