@@ -80,6 +80,20 @@ def test_huge_learning_rate_ends_diverged_not_crashed(cfg_factory):
     assert read_metrics(cfg.paths.output_dir)["status"] == "diverged"
 
 
+def test_dead_final_relu_ends_the_run_as_diverged(cfg_factory, monkeypatch):
+    """A class conv whose scores are all negative (the collapse measured on real data) stops after 2 epochs."""
+    import allconv_sweep.train as train_mod
+
+    class Dead(train_mod.ImageClassifier):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            torch.nn.init.constant_(self.net.conv9.bias, -100.0)
+
+    monkeypatch.setattr(train_mod, "ImageClassifier", Dead)
+    m = train(cfg_factory(["trainer.max_epochs=6", "optimizer.lr=0.01"]))
+    assert m["status"] == "diverged" and m["epochs_run"] == 2 and "final ReLU is dead" in m["reason"], m
+
+
 def test_dead_output_is_detected():
     """(Almost) no image with a class score > 0 for 2 epochs in a row (the final ReLU is dead) stops the run."""
     from allconv_sweep.callbacks import DivergenceMonitor

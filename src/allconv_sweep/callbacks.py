@@ -23,8 +23,9 @@ class DivergenceMonitor(L.Callback):
                  chance_epochs: int | None = 10, chance_margin: float = 0.02, check_every: int | None = None):
         self.num_classes = num_classes
         self.check_nonfinite = check_nonfinite
-        # on an accelerator the loss is read every `check_every` steps (default: trainer.log_every_n_steps,
-        # when Lightning reads it anyway) and at each epoch end, not every step: reading it stalls the host
+        # on an accelerator (or with check_every set) the loss is read every `check_every` steps (default:
+        # trainer.log_every_n_steps, when Lightning reads it anyway) and at each epoch end, not every step:
+        # reading a device value makes the host wait for the device. On one CPU process: every step.
         self.check_every = check_every
         self._first_bad: torch.Tensor | None = None  # on the device: the first step with a non-finite loss
         self.dead_output_epochs = dead_output_epochs
@@ -43,7 +44,7 @@ class DivergenceMonitor(L.Callback):
         if not self.check_nonfinite or outputs is None:
             return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss.device.type == "cpu" and trainer.world_size == 1:  # reading it costs nothing: stop at once
+        if self.check_every is None and loss.device.type == "cpu" and trainer.world_size == 1:  # free: at once
             if not bool(torch.isfinite(loss).all()):
                 self._stop(trainer, f"non-finite training loss at epoch {trainer.current_epoch}, step {trainer.global_step}")
             return
@@ -75,7 +76,7 @@ class DivergenceMonitor(L.Callback):
                 alive = trainer.strategy.reduce_boolean_decision(alive, all=False)
             self._dead_epochs = 0 if alive else self._dead_epochs + 1
             if self._dead_epochs >= self.dead_output_epochs:
-                self._stop(trainer, f"fewer than {self.dead_output_fraction:.0%} of training images had any class "
+                self._stop(trainer, f"fewer than {self.dead_output_fraction:.0%} of images had any class "
                                     f"score > 0 for {self._dead_epochs} epoch(s) in a row by epoch "
                                     f"{trainer.current_epoch + 1}: the final ReLU is dead (loss stuck at "
                                     f"ln {self.num_classes} = {math.log(self.num_classes):.4f})")

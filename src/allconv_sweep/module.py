@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 import torch
 import torch.nn.functional as F
 
@@ -42,10 +43,13 @@ class ImageClassifier(L.LightningModule):
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.forward_net = torch.compile(self.net) if cfg["model"].get("compile") else self.net
-        # read by DivergenceMonitor: the share of training images with any class score > 0 this epoch
-        # (near 0: the final ReLU is dead). Counted on the device; read once an epoch.
+        # read by DivergenceMonitor: the share of images with any class score > 0 this epoch (near 0: the
+        # final ReLU is dead). Judged on validation (eval mode): in training mode dropout noise lifts a few
+        # scores of a dead network just above 0. Counted on the device; read once an epoch.
         self._alive = torch.zeros((), dtype=torch.long)
         self._alive_seen = 0
+        self._val_alive = torch.zeros((), dtype=torch.long)
+        self._val_alive_seen = 0
         self._train_hits: torch.Tensor | None = None  # this epoch's correct top-1 (and top-5) training predictions
         self._train_seen = 0
 
@@ -105,7 +109,10 @@ class ImageClassifier(L.LightningModule):
         self._train_hits, self._train_seen = None, 0
 
     def alive_fraction(self) -> float:
-        """Share of this epoch's training images with any class score > 0 (1.0 before any step)."""
+        """Share of this epoch's validation images (training images if there is no validation split) with
+        any class score > 0; 1.0 before any step."""
+        if self._val_alive_seen:
+            return float(self._val_alive) / self._val_alive_seen
         return float(self._alive) / self._alive_seen if self._alive_seen else 1.0
 
     def on_train_epoch_start(self) -> None:
@@ -116,7 +123,14 @@ class ImageClassifier(L.LightningModule):
         self._log_train_accuracy()  # an epoch cut short (should_stop) never reached its last batch
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+        _, logits = self._step(batch, "val")
+        if self.trainer.state.fn == TrainerFn.FITTING:  # validation inside fit, not trainer.validate()
+            self._val_alive = self._val_alive.to(logits.device) + (logits > 0).any(dim=1).sum()
+            self._val_alive_seen += len(logits)
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == TrainerFn.FITTING:
+            self._val_alive, self._val_alive_seen = torch.zeros((), dtype=torch.long), 0
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
