@@ -183,7 +183,7 @@ def test_stratified_split_is_fixed_disjoint_and_proportional():
 
 
 def test_class_subset_relabels_and_val_size_too_large(cfg_factory):
-    cfg = cfg_factory(["data.classes=[2,5,7]", "data.num_classes=3", "data.val_size=30"])
+    cfg = cfg_factory(["data.classes=[2,5,7]", "data.num_classes=3", "data.val_size=30", "data.train_size=400"])
     from allconv_sweep.config import to_container
     r = to_container(cfg)
     dm = ImageDataModule(r["data"], r["preprocess"], r["augment"])

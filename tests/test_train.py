@@ -155,3 +155,22 @@ def test_unwritable_output_folder(cfg_factory, tmp_path):
     cfg.paths.output_dir = str(blocker / "run")
     with pytest.raises(UserError, match="is not writable"):
         train(cfg)
+
+
+def test_finetune_loads_every_layer_but_the_class_conv(cfg_factory):
+    """The transfer experiment: a 10-class checkpoint into a 3-class subset."""
+    src = train(cfg_factory(["model=model_a"], sub="src"))
+    ckpt = Path(src["output_dir"]) / "checkpoints" / "last.ckpt"
+    cfg = cfg_factory(["model=model_a", "data.classes=[1,4,7]", "data.num_classes=3", f"finetune_from={ckpt}", "data.train_size=240",
+                       "trainer.max_epochs=1"], sub="dst")
+    from allconv_sweep.config import to_container
+    from allconv_sweep.module import ImageClassifier
+    from allconv_sweep.train import _finetune
+
+    model = ImageClassifier(to_container(cfg))
+    _finetune(model, str(ckpt))
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert torch.equal(model.net.conv1.weight, state["net.conv1.weight"])
+    assert torch.equal(model.net.conv4.weight, state["net.conv4.weight"])
+    assert model.net.conv5.weight.shape[0] == 3 and state["net.conv5.weight"].shape[0] == 10
+    assert train(cfg)["status"] == "ok"

@@ -42,7 +42,8 @@ class ImageClassifier(L.LightningModule):
         self.channels_last = bool(cfg["model"].get("channels_last", True))
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.forward_net = torch.compile(self.net) if cfg["model"].get("compile") else self.net
+        # kept out of the module registry: registering it would store every weight twice in checkpoints
+        self.__dict__["_forward_net"] = torch.compile(self.net) if cfg["model"].get("compile") else self.net
         # read by DivergenceMonitor: the share of images with any class score > 0 this epoch (near 0: the
         # final ReLU is dead). Judged on validation (eval mode): in training mode dropout noise lifts a few
         # scores of a dead network just above 0. Counted on the device; read once an epoch.
@@ -56,7 +57,7 @@ class ImageClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.forward_net(x)
+        return self._forward_net(x)
 
     def _step(self, batch, stage: str):
         x, y = batch

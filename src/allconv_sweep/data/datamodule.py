@@ -75,7 +75,7 @@ class ImageDataModule(L.LightningDataModule):
     def _read(self) -> dict:
         c = self.cfg
         if c["name"] == "fake":
-            return make_fake(self.num_classes, int(c["train_size"]), int(c["test_size"]),
+            return make_fake(int(c.get("total_classes") or self.num_classes), int(c["train_size"]), int(c["test_size"]),
                              int(c["image_size"]), float(c["noise"]))
         if c["name"] in ("cifar10", "cifar100"):
             root = ensure_cifar(c["name"], c["root"], bool(c["download"]), bool(c["verify"]),
