@@ -80,7 +80,7 @@ def check_overrides(args: list[str]) -> None:
             simple.append(text)
     # the keys: compose with the (non-sweep) overrides and say which key does not exist
     try:
-        compose([s for s in simple if not s.startswith(("+", "~"))])
+        compose([s for s in simple if not s.startswith("~")])  # +sweep=... adds the sweep.* keys
     except Exception as e:  # noqa: BLE001
         msg = str(e)
         if "not in struct" in msg or "Could not override" in msg:
@@ -94,7 +94,7 @@ def check_overrides(args: list[str]) -> None:
 def _unknown_key(key: str, simple: list[str]) -> str:
     from allconv_sweep.config import compose
 
-    cfg = compose([s for s in simple if "=" in s and s.split("=")[0].split(".")[0] in _groups_only(s)])
+    cfg = compose([s for s in simple if "=" in s and s.split("=")[0].lstrip("+").split(".")[0] in _groups_only(s)])
     parent, _, leaf = key.rpartition(".")
     node = OmegaConf.select(cfg, parent) if parent else cfg
     if isinstance(node, DictConfig):
@@ -104,5 +104,5 @@ def _unknown_key(key: str, simple: list[str]) -> str:
 
 
 def _groups_only(text: str) -> set[str]:
-    key = text.split("=")[0]
+    key = text.split("=")[0].lstrip("+")
     return {key} if group_options(key) is not None else set()

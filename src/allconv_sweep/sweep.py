@@ -1,0 +1,230 @@
+"""The jobs of a sweep (sweeps/*.yaml): their folders and state, the checks, the dry run, the seeds sweep.
+
+Used by PaperSweeper (src/hydra_plugins/allconv_sweep_plugins/sweeper.py) in the process that starts the
+sweep, before anything is launched:
+- every job's config is composed as Hydra will compose it, so its folder is known: a job whose
+  metrics.json says ok or diverged is finished and is not launched again (nothing it wrote is touched);
+  one with checkpoints/last.ckpt is launched and resumes from it (train() does the resuming);
+- every job's config is validated (a bad value stops the sweep before any job starts, in one line), and
+  Lightning DDP inside a local multirun is refused (it re-launches the whole sweep);
+- `sweep.dry_run=true` lists the jobs and their state and writes nothing;
+- the planned jobs go to <sweep dir>/sweep.json, so the report counts a job that never wrote a
+  metrics.json as missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from allconv_sweep import config as config_mod
+from allconv_sweep.errors import UserError
+from allconv_sweep.report import MANIFEST, choose, collect, read_manifest
+from allconv_sweep.results import read_metrics
+
+FINISHED = ("ok", "diverged")
+STATE_TEXT = {"ok": "done (ok), skip", "diverged": "done (diverged), skip", "resume": "resume from last.ckpt",
+              "failed": "run again (failed before)", "new": "run"}
+
+# The Hydra + Lightning DDP problem: in a multirun, each DDP child process is started with this process's
+# command line, which holds the sweep, so every child starts the whole sweep again.
+DDP_ISSUES = ("https://github.com/facebookresearch/hydra/issues/2070 and "
+              "https://github.com/Lightning-AI/pytorch-lightning/pull/18175")
+SPAWN_STRATEGIES = ("ddp_spawn",)   # mp.spawn re-runs no command line
+
+
+@dataclass
+class Job:
+    overrides: list[str]
+    dir: Path
+    info: dict[str, Any] = field(default_factory=dict)
+    state: str = "new"
+
+    @property
+    def subdir(self) -> str:
+        return self.dir.name
+
+
+def launcher_kind(cfg: DictConfig) -> str:
+    target = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
+    if target.endswith("SlurmLauncher"):
+        return "slurm"
+    if target.endswith("GpuPoolLauncher"):
+        return "gpus"
+    if "joblib" in target.lower():
+        return "joblib"
+    if "submitit" in target:
+        return "submitit_local"
+    return "local"
+
+
+def job_state(job_dir: Path, resume: bool = True) -> str:
+    m = read_metrics(job_dir)
+    status = (m or {}).get("status")
+    if resume and status in FINISHED:
+        return status
+    if resume and (job_dir / "checkpoints" / "last.ckpt").is_file():
+        return "resume"
+    return "failed" if status == "failed" else "new"
+
+
+def _multi_device(devices: Any, one_gpu_visible: bool) -> bool:
+    if isinstance(devices, bool) or devices is None:
+        return False
+    if isinstance(devices, (list, ListConfig)):
+        return len(devices) > 1
+    text = str(devices).strip()
+    if text in ("auto", "-1"):
+        return not one_gpu_visible
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()]) > 1
+    return text.isdigit() and int(text) > 1
+
+
+def check_ddp(job_cfg: DictConfig, kind: str) -> None:
+    """Refuse Lightning DDP inside a multirun whose jobs run in this machine's processes."""
+    if kind == "slurm":  # SLURM starts one task per GPU; Lightning joins them and re-runs nothing
+        return
+    devices = OmegaConf.select(job_cfg, "trainer.devices", default=1)
+    strategy = OmegaConf.select(job_cfg, "trainer.strategy", default=None)
+    if strategy in SPAWN_STRATEGIES or not _multi_device(devices, one_gpu_visible=kind == "gpus"):
+        return
+    name = "gpus" if kind == "gpus" else ("local" if kind == "local" else kind)
+    n = devices if str(devices).isdigit() else "<n>"
+    raise UserError(
+        f"trainer.devices={devices} with launcher={name}: Lightning DDP re-runs this command line in each "
+        f"child process, and in a Hydra multirun that line is the whole sweep, so every child would start "
+        f"the sweep again (upstream: {DDP_ISSUES}); instead use launcher=gpus with trainer.devices=1 "
+        f"(one job per GPU, several jobs at once), or launcher=slurm launcher.gpus_per_job={n} "
+        f"(SLURM starts the DDP processes), or train one network without a sweep: "
+        f"python -m allconv_sweep trainer.devices={devices} ...")
+
+
+def plan(master: DictConfig, config_loader: Any, job_overrides: Sequence[Sequence[str]], kind: str) -> list[Job]:
+    """Compose every job's config as Hydra will, check it, and find its folder and state.
+
+    Composing is the slow part (~0.2 s a job), so jobs that choose the same config-group options
+    (model=..., data=...) share one composition, and each job's value overrides (optimizer.lr=...) are
+    applied to a copy exactly as Hydra applies them, after the defaults are merged; its override_dirname
+    is computed by Hydra's own function. 48 jobs of pooling_ablation: 12 compositions, not 48.
+    """
+    import copy
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    repo = getattr(config_loader, "repository", None)
+    composed: dict[tuple[str, ...], DictConfig] = {}
+    jobs: list[Job] = []
+    seen: dict[Path, list[str]] = {}
+    for overrides in job_overrides:
+        overrides = list(overrides)
+        parsed = parser.parse_overrides(overrides)
+        if repo is None:  # not Hydra's usual loader: compose each job whole
+            groups, values = tuple(overrides), []
+        else:  # Hydra's rule (defaults_list.Overrides): a group override names an existing group, no dict value
+            is_group = [repo.group_exists(o.key_or_group) and not isinstance(o.value(), dict) for o in parsed]
+            groups = tuple(o.input_line for o, g in zip(parsed, is_group) if g)
+            values = [o for o, g in zip(parsed, is_group) if not g]
+        if groups not in composed:
+            composed[groups] = config_loader.load_sweep_config(master, list(groups))
+        cfg = copy.deepcopy(composed[groups])
+        if values:
+            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+            dirname_cfg = cfg.hydra.job.config.override_dirname
+            cfg.hydra.job.override_dirname = get_overrides_dirname(
+                overrides=[o for o in parsed if not o.is_hydra_override()], kv_sep=dirname_cfg.kv_sep,
+                item_sep=dirname_cfg.item_sep, exclude_keys=dirname_cfg.exclude_keys)
+        job_dir = Path(os.path.abspath(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)))
+        if job_dir in seen:
+            raise UserError(f"two jobs would share the folder {job_dir} ({' '.join(seen[job_dir])} and "
+                            f"{' '.join(overrides)}): a swept key is in hydra.job.config.override_dirname.exclude_keys")
+        seen[job_dir] = overrides
+        config_mod.validate(cfg)
+        check_ddp(cfg, kind)
+        resume = bool(OmegaConf.select(cfg, "resume", default=True))
+        info = {k: OmegaConf.select(cfg, path, default=None) for k, path in (
+            ("model", "model.name"), ("family", "model.family"), ("variant", "model.variant"),
+            ("data", "data.name"), ("augment", "augment.name"), ("lr", "optimizer.lr"), ("seed", "seed"),
+            ("max_epochs", "trainer.max_epochs"))}
+        info["overrides"] = [o for o in overrides if not o.startswith("hydra.")]
+        jobs.append(Job(overrides=overrides, dir=job_dir, info=info, state=job_state(job_dir, resume)))
+    return jobs
+
+
+def write_manifest(sweep_dir: Path, name: str, jobs: list[Job]) -> Path:
+    """sweep.json: the jobs every run of this sweep folder planned (merged: a seeds sweep adds its jobs)."""
+    data = read_manifest(sweep_dir) or {}
+    data["name"] = data.get("name") or name
+    planned = data.setdefault("jobs", {})
+    for j in jobs:
+        if j.dir.parent == sweep_dir:
+            planned[j.subdir] = j.info
+    tmp = sweep_dir / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, sweep_dir / MANIFEST)
+    return sweep_dir / MANIFEST
+
+
+def describe(name: str, sweep_dir: Path, kind: str, jobs: list[Job]) -> str:
+    width = len(str(len(jobs)))
+    lines = [f"sweep {name}: {len(jobs)} jobs in {sweep_dir} (launcher: {kind})"]
+    for i, j in enumerate(jobs):
+        where = j.subdir if j.dir.parent == sweep_dir else str(j.dir)
+        lines.append(f"  {i + 1:>{width}}  {STATE_TEXT[j.state]:<26}  {where}")
+    lines.append(summary(jobs))
+    return "\n".join(lines)
+
+
+def summary(jobs: list[Job]) -> str:
+    n = {s: sum(j.state == s for j in jobs) for s in STATE_TEXT}
+    todo = n["new"] + n["failed"] + n["resume"]
+    return (f"{todo} to run ({n['resume']} resume from last.ckpt, {n['failed']} failed before), "
+            f"{n['ok'] + n['diverged']} finished and skipped ({n['ok']} ok, {n['diverged']} diverged)")
+
+
+# ------------------------------------------------------------------------------------------------- seeds
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0].strip()
+
+
+def seed_jobs(master: DictConfig, arguments: Sequence[str]) -> list[list[str]]:
+    """The seeds sweep: for every network of the sweep in sweep.from, the chosen (lr) run's overrides again
+    with sweep.n_seeds more seeds (the chosen run's seed + 1, + 2, ...), into the same folder, so that
+    folder's report shows mean +- std. Other command-line overrides (launcher=..., data.root=...) apply
+    to every job."""
+    source = OmegaConf.select(master, "sweep.from", default=None)
+    if not source:
+        raise UserError("sweep.from is not set: give the folder of a finished sweep, "
+                        "e.g. +sweep=seeds sweep.from=outputs/sweeps/pooling_ablation")
+    n = OmegaConf.select(master, "sweep.n_seeds", default=None)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"sweep.n_seeds={n!r}: must be a positive integer (how many more seeds per network)")
+    source_dir = Path(os.path.abspath(str(source)))
+    if not source_dir.is_dir():
+        raise UserError(f"sweep.from={source}: no such folder; give the folder of a finished sweep, "
+                        f"e.g. sweep.from=outputs/sweeps/pooling_ablation")
+    choices = [c for c in choose(collect(source_dir)) if c.rows]
+    if not choices:
+        raise UserError(f"sweep.from={source}: no finished (ok or diverged) job there to take seeds from")
+    extra = [a for a in arguments if _key(a) != "sweep" and not _key(a).startswith("sweep.")]
+    replaced = {_key(a) for a in extra} | {"seed"}
+    jobs = []
+    for c in choices:
+        chosen = c.rows[0]
+        base = [o for o in chosen.overrides
+                if _key(o) not in replaced and not (_key(o) == "launcher" or _key(o).startswith("launcher."))]
+        if not any(_key(o) == "optimizer.lr" for o in base):
+            base.append(f"optimizer.lr={chosen.lr}")
+        first = chosen.seed if chosen.seed is not None else 0
+        for s in range(first + 1, first + 1 + n):
+            quoted = str(source_dir).replace("\\", "\\\\").replace("'", "\\'")
+            jobs.append(base + extra + [f"seed={s}", f"hydra.sweep.dir='{quoted}'"])
+    return jobs

@@ -1,0 +1,47 @@
+"""launcher=gpus: Hydra's joblib launcher, one worker process per GPU slot, each job leasing one GPU.
+
+The lease itself (file locks, CUDA_VISIBLE_DEVICES, lease.json) is in allconv_sweep.launch; this module
+is the Hydra-facing part: its config node (hydra/launcher=allconv_gpus) and the launcher class, which
+sizes the pool from the visible GPUs and wraps the task function with the lease.
+(No `from __future__ import annotations` here: Hydra execs plugin modules outside sys.modules, and
+dataclasses then cannot resolve string annotations.)
+"""
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+from omegaconf import DictConfig
+
+
+@dataclass
+class GpuPoolLauncherConf(JobLibLauncherConf):
+    _target_: str = "hydra_plugins.allconv_sweep_plugins.gpu_launcher.GpuPoolLauncher"
+    n_jobs: Optional[int] = None        # type: ignore[assignment]  # None: one per visible GPU x jobs_per_gpu
+    jobs_per_gpu: int = 1
+    lease_dir: str = "/tmp/allconv_sweep_leases"
+    batch_size: str = "1"               # hand a worker one job at a time, so a freed GPU takes the next job
+    pre_dispatch: str = "n_jobs"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="allconv_gpus", node=GpuPoolLauncherConf,
+                             provider="allconv_sweep")
+
+
+class GpuPoolLauncher(JoblibLauncher):
+    def __init__(self, n_jobs: Optional[int] = None, jobs_per_gpu: int = 1,
+                 lease_dir: str = "/tmp/allconv_sweep_leases", **joblib_kwargs: Any) -> None:
+        from allconv_sweep.launch import plan_slots
+
+        self.slots = plan_slots(n_jobs, jobs_per_gpu)
+        self.lease_dir = lease_dir
+        super().__init__(n_jobs=len(self.slots), **joblib_kwargs)
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from allconv_sweep.launch import LeasedTask
+
+        super().setup(hydra_context=hydra_context, config=config,
+                      task_function=LeasedTask(task_function, self.slots, self.lease_dir))

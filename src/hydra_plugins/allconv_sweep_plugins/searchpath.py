@@ -1,0 +1,74 @@
+"""The repo's sweeps/ folder as the config group `sweep`, so `python -m allconv_sweep +sweep=lr_grid`.
+
+Hydra maps a search-path folder's sub-folders to config groups; sweeps/ holds its files directly, so a
+plain `file://` entry would make each sweep a primary config rather than a `sweep` option, and putting
+the repo root on the path would expose .venv/ and outputs/ to `--help`. This small ConfigSource serves
+exactly one group, `sweep`, from `allconv_sweep.config.sweeps_dir()` (source checkout, editable install
+or a wheel's share/ copy alike), and the SearchPathPlugin adds it after the package's own conf/.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.core.object_type import ObjectType
+from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+from omegaconf import OmegaConf
+
+GROUP = "sweep"
+
+
+class SweepsConfigSource(ConfigSource):
+    """`sweep/<name>` -> `<sweeps dir>/<name>.yaml`; the root holds the one group and no configs."""
+
+    @staticmethod
+    def scheme() -> str:
+        return "allconv-sweeps"
+
+    def _file(self, config_path: str) -> Optional[str]:
+        parts = config_path.strip("/").split("/")
+        if len(parts) != 2 or parts[0] != GROUP:
+            return None
+        return os.path.join(self.path, self._normalize_file_name(parts[1]))
+
+    def load_config(self, config_path: str) -> ConfigResult:
+        path = self._file(config_path)
+        if path is None or not os.path.isfile(path):
+            raise ConfigLoadError(f"Config not found : {config_path} (in {self.path})")
+        with open(path, encoding="utf-8") as f:
+            header = ConfigSource._get_header_dict(f.read(512))
+            f.seek(0)
+            cfg = OmegaConf.load(f)
+        return ConfigResult(config=cfg, path=self.full_path(), provider=self.provider, header=header)
+
+    def available(self) -> bool:
+        return os.path.isdir(self.path)
+
+    def is_group(self, config_path: str) -> bool:
+        return config_path.strip("/") in ("", GROUP) and self.available()
+
+    def is_config(self, config_path: str) -> bool:
+        path = self._file(config_path)
+        return path is not None and os.path.isfile(path)
+
+    def list(self, config_path: str, results_filter: Optional[ObjectType]) -> List[str]:
+        where = config_path.strip("/")
+        if where == "" and results_filter in (None, ObjectType.GROUP) and self.available():
+            return [GROUP]
+        if where == GROUP and results_filter in (None, ObjectType.CONFIG) and self.available():
+            # _common.yaml (shared by the sweep files) loads by name but is not offered as a sweep
+            return sorted(f[:-5] for f in os.listdir(self.path) if f.endswith(".yaml") and not f.startswith("_"))
+        return []
+
+
+class AllconvSweepsSearchPath(SearchPathPlugin):
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        try:
+            from allconv_sweep.config import sweeps_dir
+            path = sweeps_dir()
+        except (ImportError, FileNotFoundError):  # another app in this environment, or no sweeps/ shipped
+            return
+        search_path.append(provider="allconv_sweep", path=f"{SweepsConfigSource.scheme()}://{path}")
