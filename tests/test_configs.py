@@ -42,3 +42,15 @@ def test_model_and_datamodule_instantiate(data):
     assert model.num_classes == r["data"]["num_classes"]
     dm = ImageDataModule(r["data"], r["preprocess"], r["augment"])  # constructing reads nothing from disk
     assert dm.num_classes == r["data"]["num_classes"]
+
+
+def test_every_config_folder_ships_in_the_wheel():
+    """A non-editable install finds conf/ and sweeps/ under <prefix>/share/allconv_sweep (config.py)."""
+    import tomllib
+    from pathlib import Path
+
+    root = config_dir().parent
+    shipped = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    folders = {str(p.parent.relative_to(root)) for d in ("conf", "sweeps") for p in (root / d).rglob("*.yaml")}
+    assert {f"share/allconv_sweep/{f}" for f in folders} == set(shipped)
+    assert all(shipped[f"share/allconv_sweep/{f}"] == [f"{f}/*.yaml"] for f in folders)
