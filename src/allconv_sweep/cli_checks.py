@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from allconv_sweep.errors import UserError
+from allconv_sweep.results import ensure_writable
 
 
 def _group_dirs() -> list[Path]:
@@ -39,18 +40,6 @@ def _suggest(word: str, options: list[str]) -> str:
     return f"did you mean {close[0]}? " if close else ""
 
 
-def _writable(path: Path) -> None:
-    """Create the folder (Hydra would next) and write a probe file: permissions alone can lie (root, /proc)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"output folder {path} is not writable ({e.strerror}): "
-                        f"choose another with hydra.run.dir=<folder>") from None
-
-
 def check_overrides(args: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -69,7 +58,7 @@ def check_overrides(args: list[str]) -> None:
             if key in ("hydra.run.dir", "hydra.sweep.dir") and not o.is_sweep_override():
                 value = str(o.value())  # parsed: Lightning's DDP re-launch passes the dir quoted
                 if "${" not in value:
-                    _writable(Path(value).expanduser().resolve())
+                    ensure_writable(Path(value).expanduser().resolve())
             continue
         options = group_options(key.split("@")[0])
         if options is not None:
@@ -88,7 +77,7 @@ def check_overrides(args: list[str]) -> None:
             raise UserError(_unknown_key(bad, simple)) from None
         raise UserError(msg.splitlines()[0]) from None
     if not any(a.startswith(("hydra.run.dir", "hydra.sweep.dir")) for a in args):
-        _writable(Path("outputs").resolve())
+        ensure_writable(Path("outputs").resolve())
 
 
 def _unknown_key(key: str, simple: list[str]) -> str:

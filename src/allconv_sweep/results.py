@@ -14,6 +14,23 @@ STATUSES = ("ok", "diverged", "failed")
 METRICS_FILE = "metrics.json"
 
 
+def ensure_writable(path: str | Path) -> Path:
+    """Create the folder and write a probe file (permissions alone can lie: root, /proc); one-line UserError
+    if that fails. The probe is named per process: DDP ranks probe the same folder at once."""
+    from allconv_sweep.errors import UserError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write_probe.{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"output folder {path} is not writable ({e.strerror}): choose another with "
+                        f"hydra.run.dir=<folder>") from None
+    return path
+
+
 def write_metrics(output_dir: str | Path, metrics: dict[str, Any]) -> Path:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
     assert metrics.get("status") in STATUSES, metrics.get("status")

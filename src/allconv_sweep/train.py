@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
@@ -22,7 +21,7 @@ from allconv_sweep.data import build_datamodule
 from allconv_sweep.errors import UserError
 from allconv_sweep.module import ImageClassifier
 from allconv_sweep.nets import count_parameters
-from allconv_sweep.results import git_commit, read_metrics, versions, write_metrics
+from allconv_sweep.results import ensure_writable, git_commit, read_metrics, versions, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +33,6 @@ warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
 # Lightning prints through its own handler; without this Hydra's root handler prints every line again
 logging.getLogger("lightning.pytorch").propagate = False
 logging.getLogger("lightning.fabric").propagate = False
-
-
-def _check_writable(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write_probe.{os.getpid()}"  # per process: DDP ranks probe the same folder at once
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"output folder {path} is not writable ({e.strerror}): choose another with "
-                        f"hydra.run.dir=<folder> (or paths.output_dir in code)") from None
 
 
 def _loggers(cfg: DictConfig, output_dir: Path, run_name: str):
@@ -84,7 +72,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     t_start = time.perf_counter()
     config_mod.validate(cfg)
     output_dir = Path(cfg.paths.output_dir).resolve()
-    _check_writable(output_dir)
+    ensure_writable(output_dir)
     previous = read_metrics(output_dir)
     if previous and previous.get("status") in ("ok", "diverged") and cfg.resume:
         if rank_zero_only.rank == 0:

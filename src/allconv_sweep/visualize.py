@@ -32,6 +32,7 @@ from torch import nn
 from allconv_sweep.attribution import RULES, activation_layer, evaluating, forward_to, layer_names, reconstruct
 from allconv_sweep.config import config_dir
 from allconv_sweep.errors import UserError
+from allconv_sweep.results import ensure_writable
 
 TARGETS = ("units", "class", "filters")
 SPLITS = ("train", "val", "test")
@@ -479,17 +480,6 @@ def _blank_for(net: nn.Sequential, layer: str, field: tuple[int, int, int], imag
 
 
 # -- the run ---------------------------------------------------------------------------------------
-def _check_writable(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"output folder {path} is not writable ({e.strerror}): choose another with "
-                        f"hydra.run.dir=<folder>") from None
-
-
 def write_index(opts: Options, run_cfg: dict, figs: list[Written], notes: list[str]) -> Path:
     lines = [f"# {run_cfg['model']['name']} on {run_cfg['data']['name']}: {opts.target}", "",
              f"- checkpoint: `{opts.ckpt}`",
@@ -516,7 +506,7 @@ def visualize(cfg: DictConfig | dict) -> list[Path]:
     run_cfg = model.hparams["cfg"]
     net = model.net.to(opts.device)
     name = run_cfg["model"]["name"]
-    _check_writable(opts.output_dir)
+    ensure_writable(opts.output_dir)
     notes: list[str] = []
     if opts.target == "filters":
         size = int(run_cfg["data"].get("image_size", 32))
