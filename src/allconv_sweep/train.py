@@ -110,6 +110,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = L.Trainer(default_root_dir=str(output_dir), logger=_loggers(cfg, output_dir, run_name(cfg)),
                         callbacks=callbacks, enable_progress_bar=enable_pb, enable_model_summary=False,
                         num_sanity_val_steps=0, **{k: v for k, v in tcfg.items() if v is not None or k == "gradient_clip_val"})
+    if str(trainer.precision) != str(cfg.trainer.precision) and str(cfg.trainer.precision) != "32" and rank_zero_only.rank == 0:
+        console.print(f"[yellow]trainer.precision={cfg.trainer.precision} runs as {trainer.precision} on "
+                      f"{trainer.strategy.root_device.type}[/yellow] (Lightning's choice); metrics.json records both")
     if trainer.world_size > 1 and _in_multirun() and not trainer.strategy.cluster_environment.creates_processes_externally:
         # Lightning would re-run this whole command (-m included) once per extra rank: a sweep per rank
         raise UserError("trainer=ddp with several devices is for single runs: drop -m (one job per command), "
@@ -173,7 +176,9 @@ def _record(cfg, model, output_dir, status, reason, trainer, throughput, t_start
         "resumed_from": resumed_from,
         "output_dir": str(output_dir),
         "overrides": _overrides(),
-        "device": str(trainer.strategy.root_device), "precision": str(cfg.trainer.precision),
+        # what ran, which is not always what was asked: Lightning runs 16-mixed as bf16-mixed on a CPU
+        "device": str(trainer.strategy.root_device), "precision": str(trainer.precision),
+        "precision_requested": str(cfg.trainer.precision),
         "versions": versions(), "git_commit": git_commit(),
     }
     if trainer.is_global_zero:
