@@ -21,7 +21,8 @@ cannot resolve on a CPU (a step there takes seconds).
 
 ``vs plain`` is images/s over the plain loop's. FLOP/s counts the executed convolutions and matmuls of a
 training step (forward + backward, ``torch.utils.flop_counter``); ``of peak`` divides it by a large
-matmul measured in the same run, in the row's precision (TF32 for fp32 on a GPU, as cuDNN's convs use).
+matmul measured in the same run, in the row's precision (TF32 for fp32 on a GPU, as cuDNN's convs use), or
+the fp32 one where that is faster (a CPU without bf16 arithmetic, where the bf16 matmul is emulated).
 Peak memory: ``torch.cuda.max_memory_allocated`` on a GPU; on a CPU the process's peak resident set
 (VmHWM, reset before each row), which includes Python and the libraries.
 
@@ -463,9 +464,12 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{args.warmup} warm-up + {args.steps} timed steps per row, {args.repeats} repeat(s)")
 
     ceilings = {}
-    for prec in args.precisions:
+    for prec in dict.fromkeys(["32-true", *args.precisions]):  # fp32 always: the fallback ceiling below
         dtype = torch.bfloat16 if prec == "bf16-mixed" else torch.float32
         ceilings[prec] = matmul_ceiling(dev, dtype, args.matmul_n, reps=3 if dev.type == "cpu" else 10)
+    # What the device can do for a row is its fastest matmul: on a CPU without bf16 arithmetic (no
+    # AVX512-BF16/AMX) the bf16 matmul is emulated and far slower than fp32, so it is no ceiling there.
+    row_ceiling = {p: max(ceilings[p], ceilings["32-true"]) for p in ceilings}
     models = args.models + ([PROBE] if args.probe_steps else [])
     with tempfile.TemporaryDirectory() as tmp:
         flops = {m: train_flops_per_image(to_container(composed(overrides(m, 8, 8, "32-true", args), tmp)))
@@ -475,7 +479,7 @@ def main(argv: list[str] | None = None) -> dict:
     for model in args.models:
         for batch in args.batch_sizes:
             for prec in args.precisions:
-                rows += measure(model, batch, prec, args, args.warmup, args.steps, flops[model], ceilings[prec])
+                rows += measure(model, batch, prec, args, args.warmup, args.steps, flops[model], row_ceiling[prec])
     if args.probe_steps:  # fixed costs per step: a tiny batch through a network with next to no arithmetic
         threads = torch.get_num_threads()
         if dev.type == "cpu":  # host-side Python is what it measures; 1 thread: no OpenMP waits on a busy machine
@@ -542,7 +546,10 @@ def print_table(result: dict, args) -> None:
         f"probe: one 1x1 conv (next to no arithmetic), batch {args.probe_batch}"
         f"{', 1 CPU thread' if args.device.type == 'cpu' else ''}: its ms/step is the per-step cost around the model; "
         "fw - plain = the framework's overhead per step.",
-        "FLOP/s: executed conv FLOPs (forward + backward) x img/s; of peak: / the matmul ceiling of that precision.",
+        "FLOP/s: executed conv FLOPs (forward + backward) x img/s; of peak: / the fastest matmul ceiling usable "
+        "by that precision" + ("" if all(v >= result["matmul_ceiling_flops"]["32-true"]
+                                         for v in result["matmul_ceiling_flops"].values())
+                               else " (bf16 below fp32 here: emulated, so bf16 rows are divided by the fp32 ceiling)") + ".",
         f"peak mem: {result['peak_memory']}.",
         "data rows: batching + flip/translate alone; 'vs plain' there = x the fastest training row's img/s. "
         "device batched = TensorBatches + flip_translate; loader batched = DataLoader(TensorDataset) + "
