@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: venv test test-slow test-all train smoke bench clean
+.PHONY: venv test test-slow test-all train smoke bench agreement clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,11 @@ train: $(STAMP)           ## All-CNN-C on CIFAR-10 with the paper's protocol; ma
 smoke: $(STAMP)           ## about a minute on a CPU, no download
 	$(BIN)/python -m allconv_sweep experiment=smoke $(ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP)           ## images/s: the framework against a plain PyTorch loop (benchmarks/README.md)
 	$(BIN)/python benchmarks/throughput.py $(ARGS)
+
+agreement: $(STAMP)       ## do channels_last / compile / bf16 / fp16 change results? short real-data runs vs fp32
+	$(BIN)/python benchmarks/agreement.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -97,3 +97,57 @@ def test_clock_excludes_warmup(bench):
 def test_rejects_a_run_without_warmup(bench):
     with pytest.raises(SystemExit):
         bench.parse_args(["--warmup", "0"])
+
+
+# -- benchmarks/agreement.py: the accuracy effect of the speed switches ---------------------------------
+@pytest.fixture(scope="module")
+def agreement():
+    spec = importlib.util.spec_from_file_location("agreement_bench", ROOT / "benchmarks" / "agreement.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_within_noise_verdict(agreement):
+    """The verdict: |mean - ref mean| <= 2 sd_ref sqrt(1/n + 1/n_ref), per metric; paired by seed."""
+    def run(variant, seed, test, train=0.3):
+        return {"variant": variant, "seed": seed, "status": "ok", "test_acc": test, "val_acc": test,
+                "train_acc": train, "val_loss": 1.0, "images_per_s": 10.0}
+    runs = [run("fp32", s, a, t) for s, (a, t) in enumerate([(0.50, 0.30), (0.52, 0.31), (0.54, 0.32)])]
+    runs += [run("contiguous", 0, 0.53, 0.40), run("bf16", 0, 0.60, 0.31),
+             {**run("fp16", 0, None, None), "status": "diverged"}]
+    s = {r["variant"]: r for r in agreement.summarize(runs)}
+    assert s["fp32"]["test_acc"] is None and s["fp32"]["test_acc_mean"] == pytest.approx(0.52)
+    test_bound = 2 * 0.02 * math.sqrt(1 + 1 / 3)  # sd 0.02 over the reference's three seeds: 0.046
+    c = s["contiguous"]["test_acc"]
+    assert c["bound"] == pytest.approx(test_bound) and c["diff"] == pytest.approx(0.01) and c["within_noise"] is True
+    assert c["paired"] == pytest.approx([0.03])
+    assert s["contiguous"]["train_acc"]["diff"] == pytest.approx(0.09)  # train: sd 0.01, bound 0.023
+    assert s["contiguous"]["train_acc"]["within_noise"] is False
+    assert s["bf16"]["test_acc"]["diff"] == pytest.approx(0.08) and s["bf16"]["test_acc"]["within_noise"] is False
+    assert s["bf16"]["train_acc"]["within_noise"] is True
+    assert (s["fp16"]["ok"], s["fp16"]["runs"], s["fp16"]["test_acc"]["within_noise"]) == (0, 1, None)  # no verdict
+
+
+def test_agreement_quick_run(agreement, tmp_path):
+    """--quick trains every variant x seed through train(cfg) and evaluates the reference's network under
+    each switch: the layout changes nothing, bf16 autocast really runs (logits move, a little)."""
+    result = agreement.main(["--quick", "--out-dir", str(tmp_path)])
+    saved = json.loads((tmp_path / "agreement.json").read_text())
+    assert saved["variants"] == ["fp32", "contiguous", "bf16"]
+    got = {(r["variant"], r["seed"]): r for r in saved["train_runs"]}
+    assert set(got) == {("fp32", 0), ("fp32", 1), ("contiguous", 0), ("contiguous", 1), ("bf16", 0)}
+    assert all(r["status"] == "ok" and 0 <= r["test_acc"] <= 1 and math.isfinite(r["val_loss"]) for r in got.values())
+    assert got["bf16", 0]["precision"] == "bf16-mixed" and got["fp32", 0]["precision"] == "32-true"
+    assert [r["variant"] for r in saved["train_summary"]] == ["fp32", "contiguous", "bf16"]
+
+    ev = {(r["split"], r["variant"]): r for r in result["eval"]["rows"]}
+    assert set(ev) == {(s, v) for s in ("val", "test") for v in ("fp32", "contiguous", "bf16")}
+    for split in ("val", "test"):
+        assert ev[split, "fp32"]["max_abs_logit_diff"] == 0 and ev[split, "fp32"]["same_prediction"] == 1
+        assert ev[split, "contiguous"]["max_abs_logit_diff"] < 1e-5
+        bf16 = ev[split, "bf16"]
+        assert 0 < bf16["max_abs_logit_diff"] < 0.05 * max(1.0, bf16["logit_scale"])
+    # a re-run reuses the finished runs: nothing is trained again
+    again = agreement.main(["--quick", "--out-dir", str(tmp_path), "--checks", "train"])
+    assert [r["test_acc"] for r in again["train_runs"]] == [r["test_acc"] for r in saved["train_runs"]]
