@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Do the speed switches change results? Each switch against the fp32 reference, on real data.
 
-    python benchmarks/agreement.py                       # CIFAR-10 head in ../shared/data; ~1 h on a 2-core CPU
-    python benchmarks/agreement.py --quick               # seconds, synthetic data: checks this script
-    python benchmarks/agreement.py --variants fp32 bf16 --seeds 0 1 2 --slow-seeds 0 1 2   # on a GPU
+    python benchmarks/agreement.py                       # CIFAR-10 head in ../shared/data; 48 min on a 2-core CPU
+    python benchmarks/agreement.py --quick               # about a minute, synthetic data: checks this script
+    python benchmarks/agreement.py --variants fp32 bf16 fp16   # on a GPU every variant runs every --seeds
 
 Variants (``--variants``), each a config switch of ``python -m allconv_sweep``:
 

@@ -16,12 +16,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("throughput_bench", ROOT / "benchmarks" / "throughput.py")
+def load_script(name: str):
+    """A benchmarks/ script imported as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_script("throughput")
 
 
 def positive(v) -> bool:
@@ -102,10 +107,7 @@ def test_rejects_a_run_without_warmup(bench):
 # -- benchmarks/agreement.py: the accuracy effect of the speed switches ---------------------------------
 @pytest.fixture(scope="module")
 def agreement():
-    spec = importlib.util.spec_from_file_location("agreement_bench", ROOT / "benchmarks" / "agreement.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("agreement")
 
 
 def test_within_noise_verdict(agreement):

@@ -266,7 +266,7 @@ FAST = ["data.train_size=16", "data.val_size=0", "data.test_size=8", "data.batch
     ["trainer.precision=16-mixed"],
     ["model.compile=true"],
 ], ids=["bf16-mixed", "channels_last", "contiguous", "16-mixed", "compile"])
-def test_precision_and_layout_runs_have_finite_losses(cfg_factory, overrides):
+def test_precision_and_layout_runs_have_finite_losses(cfg_factory, overrides, capsys):
     from allconv_sweep.train import train
 
     cfg = cfg_factory(FAST + overrides)
@@ -280,11 +280,13 @@ def test_precision_and_layout_runs_have_finite_losses(cfg_factory, overrides):
     # metrics.json records what ran: Lightning has no fp16 autocast on a CPU and runs 16-mixed as bf16-mixed
     ran = "bf16-mixed" if asked == "16-mixed" and not torch.cuda.is_available() else asked
     assert m["precision"] == ran
+    assert ("runs as bf16-mixed" in capsys.readouterr().out) == (ran != asked)  # said once, only when it differs
     if "model.compile=true" in overrides:  # the compiled graph is kept out of the checkpoint: plain keys
         from allconv_sweep.visualize import load_model
-        state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        state = torch.load(ckpt, weights_only=False)["state_dict"]
         assert state and all(k.startswith("net.") and "_orig_mod" not in k for k in state)
-        assert load_model(str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")).net.conv1.weight.shape[0] == 96
+        assert load_model(str(ckpt)).net.conv1.weight.shape[0] == 96
 
 
 def test_channels_last_is_layout_only(cfg_factory):

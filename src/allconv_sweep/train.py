@@ -63,6 +63,13 @@ def _finetune(model: ImageClassifier, path: str) -> None:
         raise UserError(f"finetune_from={path}: layers do not match this model ({(wrong + unexpected)[:3]}...)")
 
 
+def _unified_precision(value: Any) -> str:
+    """The precision as Lightning names it ("32" -> "32-true"), before it adapts it to the device."""
+    from lightning.fabric.connector import _convert_precision_to_unified_args
+
+    return str(_convert_precision_to_unified_args(value))
+
+
 def run_name(cfg: DictConfig) -> str:
     return f"{cfg.model.name}-{cfg.data.name}-lr{cfg.optimizer.lr}-s{cfg.seed}"
 
@@ -110,7 +117,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = L.Trainer(default_root_dir=str(output_dir), logger=_loggers(cfg, output_dir, run_name(cfg)),
                         callbacks=callbacks, enable_progress_bar=enable_pb, enable_model_summary=False,
                         num_sanity_val_steps=0, **{k: v for k, v in tcfg.items() if v is not None or k == "gradient_clip_val"})
-    if str(trainer.precision) != str(cfg.trainer.precision) and str(cfg.trainer.precision) != "32" and rank_zero_only.rank == 0:
+    if str(trainer.precision) != _unified_precision(cfg.trainer.precision) and rank_zero_only.rank == 0:
         console.print(f"[yellow]trainer.precision={cfg.trainer.precision} runs as {trainer.precision} on "
                       f"{trainer.strategy.root_device.type}[/yellow] (Lightning's choice); metrics.json records both")
     if trainer.world_size > 1 and _in_multirun() and not trainer.strategy.cluster_environment.creates_processes_externally:
