@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -27,7 +27,13 @@ from torch import nn
 from allconv_sweep.errors import UserError
 
 LAYER_KINDS = ("conv", "maxpool", "dropout", "global_avg")
-INITS = ("xavier_uniform", "kaiming_normal", "normal_0.05")
+# Weight fillers (biases are always 0, Caffe's default bias_filler: constant 0). fan_in = in_channels x k x k.
+#   caffe_xavier    U(-a, a), a = sqrt(3 / fan_in)       Caffe's XavierFiller (default variance_norm: FAN_IN)
+#   caffe_msra      N(0, 2 / fan_in)                     Caffe's MSRAFiller (default variance_norm: FAN_IN); the same
+#                                                        law as PyTorch's kaiming_normal_(nonlinearity="relu")
+#   xavier_uniform  U(-a, a), a = sqrt(6 / (fan_in + fan_out))   PyTorch's xavier_uniform_ (Glorot's own rule)
+#   normal_0.05     N(0, 0.05^2)                         the neon and TensorFlow reproductions' choice
+INITS = ("caffe_xavier", "caffe_msra", "xavier_uniform", "normal_0.05")
 HEADS = ("conv", "fc")
 
 
@@ -52,7 +58,7 @@ def build_network(
     final_relu: bool = True,
     batch_norm: bool = False,
     head: str = "conv",
-    init: str = "xavier_uniform",
+    init: str = "caffe_xavier",
 ) -> nn.Sequential:
     """Turn a list of layer specs into an ``nn.Sequential`` with paper-numbered module names.
 
@@ -112,15 +118,22 @@ def build_network(
 
 
 def init_weights(net: nn.Module, scheme: str) -> None:
-    """The paper is silent on init; Xavier-uniform with zero biases is the default (Caffe's 'xavier')."""
+    """Fill every conv/linear weight by ``scheme`` (see INITS) and zero every bias."""
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            if scheme == "xavier_uniform":
-                nn.init.xavier_uniform_(m.weight)
-            elif scheme == "kaiming_normal":
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            elif scheme == "normal_0.05":
-                nn.init.normal_(m.weight, 0.0, 0.05)
+            fan_in = m.weight[0].numel()  # Caffe: blob count / num = in_channels x kh x kw
+            with torch.no_grad():
+                if scheme == "caffe_xavier":
+                    bound = math.sqrt(3.0 / fan_in)
+                    m.weight.uniform_(-bound, bound)
+                elif scheme == "caffe_msra":
+                    m.weight.normal_(0.0, math.sqrt(2.0 / fan_in))
+                elif scheme == "xavier_uniform":
+                    nn.init.xavier_uniform_(m.weight)
+                elif scheme == "normal_0.05":
+                    m.weight.normal_(0.0, 0.05)
+                else:
+                    raise UserError(f"model.init={scheme!r}; valid: {', '.join(INITS)}")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
