@@ -54,7 +54,7 @@ from rich.table import Table  # noqa: E402
 
 from allconv_sweep.config import compose  # noqa: E402
 from allconv_sweep.console import console  # noqa: E402
-from allconv_sweep.results import versions  # noqa: E402
+from allconv_sweep.runs import versions  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "fp32": [],

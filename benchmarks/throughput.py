@@ -64,7 +64,7 @@ from allconv_sweep.console import console  # noqa: E402
 from allconv_sweep.data.augment import flip_translate  # noqa: E402
 from allconv_sweep.data.loader import TensorBatches  # noqa: E402
 from allconv_sweep.module import build_from_config  # noqa: E402
-from allconv_sweep.results import versions  # noqa: E402
+from allconv_sweep.runs import versions  # noqa: E402
 
 PRECISIONS = {"32-true": "fp32", "bf16-mixed": "bf16"}
 MAX_SHIFT = 5

@@ -33,7 +33,7 @@ def test_smoke_experiment_end_to_end(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["model=all_cnn_x"], "model=all_cnn_x: no such model; did you mean all_cnn_c? valid: all_cnn_a,"),
     (["optimizer.lrr=0.1"], "optimizer.lrr: no such key; did you mean lr? valid keys in optimizer:"),
-    (["optimizer.lr=-0.05"], "optimizer.lr=-0.05: must be a positive number"),
+    (["optimizer.lr=-0.05"], "optimizer.lr=-0.05: must be a positive, finite number"),
     (["data.batch_size=0"], "data.batch_size=0: must be a positive integer"),
     (["data.download=false"], "cifar-10-batches-py/"),  # missing data: names the folder and the archive
     (["hydra.run.dir=/proc/allconv/run"], "output folder /proc/allconv/run is not writable"),
@@ -48,3 +48,19 @@ def test_bad_input_is_one_line_nonzero_exit_and_no_metrics(tmp_path, args, needl
     assert not (run_dir / "metrics.json").exists()
     if "download=false" in args[0]:
         assert "cifar-10-python.tar.gz" in lines[0] and str(tmp_path / "nodata") in lines[0]
+
+
+def test_rerunning_a_finished_folder_with_another_config_is_refused_before_hydra_rewrites_it(tmp_path):
+    run = tmp_path / "run"
+    common = ["experiment=smoke", "trainer.max_epochs=1", "data.train_size=96", "data.val_size=32",
+              "print_config=false", f"hydra.run.dir={run}"]
+    assert run_cli(*common, cwd=tmp_path).returncode == 0
+    config = (run / ".hydra" / "config.yaml").read_text()
+    record = (run / "metrics.json").read_text()
+    r = run_cli(*common, "optimizer.lr=0.01", cwd=tmp_path)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "holds a run of another config: optimizer.lr 0.05 -> 0.01" in lines[0] and "resume=false" in lines[0]
+    assert (run / ".hydra" / "config.yaml").read_text() == config and (run / "metrics.json").read_text() == record
+    same = run_cli(*common, cwd=tmp_path)  # the same config again: nothing to do
+    assert same.returncode == 0 and "already finished" in same.stdout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from omegaconf import OmegaConf
 
 from allconv_sweep.config import compose, config_dir, to_container
 from allconv_sweep.data.datamodule import ImageDataModule
@@ -47,7 +46,6 @@ def test_model_and_datamodule_instantiate(data):
 def test_every_config_folder_ships_in_the_wheel():
     """A non-editable install finds conf/ and sweeps/ under <prefix>/share/allconv_sweep (config.py)."""
     import tomllib
-    from pathlib import Path
 
     root = config_dir().parent
     shipped = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]

@@ -251,3 +251,55 @@ def test_shared_cifar100_head_loads():
     raw = read_cifar("cifar100", ensure_cifar("cifar100", root, download=False, verify=False))
     assert raw["train"][0].shape == (486, 3, 32, 32) and raw["test"][0].shape == (916, 3, 32, 32)
     assert len(raw["classes"]) == 100 and int(raw["train"][1].max()) < 100
+
+
+# -- a dataset file is data, never code ---------------------------------------------------------------
+class _Payload:
+    """A pickle that, if unpickled without restriction, runs a shell command creating a file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_cifar_file_that_would_run_code_is_refused_and_never_runs(tmp_path):
+    write_cifar10(tmp_path)
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    with open(bad, "wb") as f:
+        pickle.dump({"data": _Payload(marker), "labels": [0]}, f)
+    with pytest.raises(UserError, match=r"data_batch_2.*refused global posix.system"):
+        read_cifar("cifar10", ensure_cifar("cifar10", tmp_path, download=False, verify=False))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("batch,change,match", [
+    ("data_batch_1", lambda e: {**e, "data": e["data"].astype(np.float32) / 255}, r"'data' is a float32 array"),
+    ("data_batch_1", lambda e: {**e, "data": e["data"].astype(np.int64)}, r"'data' is a int64 array"),
+    ("test_batch", lambda e: {**e, "labels": [11] + list(e["labels"][1:])}, r"test_batch.*label 11 outside 0..9"),
+    ("data_batch_3", lambda e: {**e, "labels": [-1] + list(e["labels"][1:])}, r"data_batch_3.*label -1 outside 0..9"),
+])
+def test_cifar_files_with_wrong_types_or_labels_are_one_line_errors(tmp_path, batch, change, match):
+    """Silently casting float [0,1] data to uint8 gives all-zero images that train to status ok; an
+    out-of-range label crashes mid-run. Both are refused when the files are read, before training."""
+    write_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / batch
+    with open(path, "rb") as f:
+        entry = pickle.load(f)  # the test's own file
+    with open(path, "wb") as f:
+        pickle.dump(change(entry), f)
+    with pytest.raises(UserError, match=match):
+        read_cifar("cifar10", ensure_cifar("cifar10", tmp_path, download=False, verify=False))
+
+
+def test_zca_cache_key_covers_every_training_image(tmp_path):
+    """Changing one image that a sample of every 64th would not see still means another whitening."""
+    x = torch.randn(640, 12)
+    fit_zca_cached(x, 0.1, tmp_path, {"dataset": "t"})
+    y = x.clone()
+    y[1] += 1.0  # not a multiple of 64
+    _, hit = fit_zca_cached(y, 0.1, tmp_path, {"dataset": "t"})
+    assert not hit

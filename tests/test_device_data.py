@@ -20,6 +20,8 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+
+from conftest import assert_close_to_scale
 from torch.utils.data import DataLoader
 
 from allconv_sweep.data.augment import flip_translate
@@ -302,15 +304,21 @@ def test_channels_last_is_layout_only(cfg_factory):
         torch.manual_seed(0)
         models[flag] = ImageClassifier(cfg).eval()
         assert models[flag].net.conv1.weight.is_contiguous(memory_format=torch.channels_last) == flag
-    x = torch.randn(4, 3, 32, 32)
+        models[flag].double()  # float64: see below
+        if flag:
+            models[flag].net.to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
     y = torch.arange(4)
     out = {}
     for flag, model in models.items():
         logits = model(x)
         torch.nn.functional.cross_entropy(logits, y).backward()
         out[flag] = (logits.detach(), model.net.conv1.weight.grad)
-    assert torch.allclose(out[True][0], out[False][0], rtol=1e-4, atol=1e-5)
-    assert torch.allclose(out[True][1], out[False][1], rtol=1e-3, atol=1e-6)
+    # In float32 the two layouts sum in different orders, and on some CPUs (AVX-512/AMX kernels) that
+    # rounding flips a few ReLUs near 0 and moves conv1's gradient by ~0.6% after nine layers. In float64
+    # the function itself is compared: a layout bug (channels permuted) differs by order 1, rounding by 1e-12.
+    assert_close_to_scale(out[True][0], out[False][0], 1e-9, "logits")
+    assert_close_to_scale(out[True][1], out[False][1], 1e-9, "conv1 gradient")
 
 
 # -- no host syncs per step: the non-finite loss check reads the device every N steps -------------------
@@ -328,20 +336,21 @@ def test_divergence_check_every_n_steps_reports_the_first_bad_step():
         if i < 3:
             assert not trainer.should_stop and mon.reason is None
     assert trainer.should_stop
-    assert mon.reason == "non-finite training loss at epoch 0, step 3"
+    assert mon.reason == "non-finite training loss at epoch 1, step 3"
 
 
 def test_divergence_check_at_epoch_end_catches_a_late_bad_step():
     from allconv_sweep.callbacks import DivergenceMonitor
 
-    mon = DivergenceMonitor(10, check_every=50, dead_output_epochs=None, chance_epochs=None)
-    trainer = SimpleNamespace(global_step=0, world_size=1, current_epoch=2, should_stop=False, log_every_n_steps=50)
+    mon = DivergenceMonitor(10, check_every=50, dead_output_images=None, chance_images=None)
+    trainer = SimpleNamespace(global_step=0, world_size=1, current_epoch=2, should_stop=False, log_every_n_steps=50,
+                              callback_metrics={})
     for i, v in enumerate([0.5, 0.5, float("nan")]):
         trainer.global_step = 100 + i
         mon.on_train_batch_end(trainer, None, torch.tensor(v), None, i)
     assert not trainer.should_stop  # not read yet
     mon.on_train_epoch_end(trainer, None)
-    assert trainer.should_stop and mon.reason == "non-finite training loss at epoch 2, step 102"
+    assert trainer.should_stop and mon.reason == "non-finite training loss at epoch 3, step 102"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: host syncs exist only there")

@@ -195,3 +195,18 @@ def test_ddp_two_processes_on_cpu_write_one_metrics_json(tiny_imagenet, tmp_path
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob(".hydra")) == [Path("ddp_run/.hydra")]
     assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == ["ddp_run"]  # rank 1 made no folder of its own
     assert proc.stdout.count("all_cnn_imagenet on imagenet") == 1  # the summary comes from rank 0 only
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_undecodable_jpeg_ends_the_run_failed_naming_the_file(tmp_path, cfg_factory, workers):
+    root = make_imagefolder(tmp_path / "imagenet", train_per_class=2, val_per_class=1, classes=CLASSES[:3])
+    bad = sorted((root / "train" / CLASSES[1]).iterdir())[0]
+    bad.write_bytes(bad.read_bytes()[:200])  # a truncated download
+    cfg = cfg_factory(["data=imagenet", "model=all_cnn_imagenet", f"data.root={root}", "data.num_classes=3",
+                       *FAST, f"data.num_workers={workers}"], tiny=False)
+    with pytest.raises(Exception):
+        from allconv_sweep.train import train
+        train(cfg)
+    record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert record["status"] == "failed" and f"cannot decode {bad}" in record["reason"], record["reason"]
+    assert "\n" not in record["reason"]

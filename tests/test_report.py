@@ -51,7 +51,7 @@ def test_table3_layout_puts_ours_beside_the_paper(tmp_path):
         job(sweep, model, 0.1, val=0.30, test=0.50)                     # the worse lr on validation
         job(sweep, model, 0.05, val=0.10, test=0.10 + i / 1000)         # chosen: test error 10.0 + i/10 %
     out = write_report(sweep, echo=False)
-    assert out["counts"] == {"ok": 24, "diverged": 0, "failed": 0, "missing": 0}
+    assert out["counts"] == {"ok": 24, "diverged": 0, "failed": 0, "interrupted": 0, "missing": 0}
     assert len(out["choices"]) == 12 and {c.lr for c in out["choices"]} == {0.05}
     md = (sweep / "results.md").read_text()
     table = md.split("### Table 3")[1].split("##")[0]
@@ -76,7 +76,7 @@ def test_lr_is_chosen_on_the_seeds_every_lr_has_and_test_error_is_mean_std_over_
     assert [r.seed for r in c.rows] == [0, 1, 2]
     assert c.test_mean == pytest.approx(0.12) and c.test_std == pytest.approx(0.02)
     md = write_report(sweep, plot=False, echo=False)["markdown"]
-    assert "12.00 ± 2.00" in md and "| 3 | 9.08 | +2.92 |" in md
+    assert "12.00 ± 2.00" in md and "| 3 | lr selection: validation held out | - | 9.08 | +2.92 |" in md
 
 
 def test_failed_diverged_and_missing_jobs_are_shown_never_dropped(tmp_path):
@@ -93,7 +93,7 @@ def test_failed_diverged_and_missing_jobs_are_shown_never_dropped(tmp_path):
         "model=all_cnn_c,optimizer.lr=0.001": {"model": "all_cnn_c", "family": "C", "variant": "all", "data": "cifar10",
                                                "augment": "none", "lr": 0.001, "seed": 0, "overrides": []}}}))
     out = write_report(sweep, plot=False, echo=False)
-    assert out["counts"] == {"ok": 1, "diverged": 1, "failed": 1, "missing": 2}
+    assert out["counts"] == {"ok": 1, "diverged": 1, "failed": 1, "interrupted": 0, "missing": 2}
     by_lr = {r["lr"]: r for r in rows_csv(sweep)}
     assert by_lr["0.01"]["status"] == "missing" and "started but never finished" in by_lr["0.01"]["reason"]
     assert by_lr["0.001"]["status"] == "missing" and "never started" in by_lr["0.001"]["reason"]
@@ -110,6 +110,7 @@ def test_cifar100_and_augmented_results_sit_beside_the_papers(tmp_path):
     md = write_report(sweep, plot=False, echo=False)["markdown"]
     assert "| All-CNN-C | cifar100 | none | - | 0.05 |" in md and "| 33.71 | +6.29 |" in md
     assert "| All-CNN-C | cifar10 | flip_translate | - | 0.05 |" in md and "| 7.25 | +0.75 |" in md
+    # Table 3's parameter-count column: ours beside the paper's (from metrics.json)
 
 
 def test_runs_that_differ_in_other_settings_are_not_mixed(tmp_path):
@@ -117,8 +118,8 @@ def test_runs_that_differ_in_other_settings_are_not_mixed(tmp_path):
     job(sweep, "all_cnn_c", 0.1, val=0.1, test=0.1, extra=("model_options.batch_norm=true",))
     job(sweep, "all_cnn_c", 0.1, val=0.2, test=0.2, extra=("model_options.batch_norm=false",))
     choices = choose(collect(sweep))
-    assert sorted(c.extra for c in choices) == ["model_options.batch_norm=false", "model_options.batch_norm=true"]
-    assert all(c.paper is None for c in choices)  # neither is the paper's setting as such
+    assert sorted(c.setting for c in choices) == ["model_options.batch_norm=false", "model_options.batch_norm=true"]
+    assert all(report.paper_value(c) is None for c in choices)  # neither is the paper's setting as such
 
 
 def test_learning_curve_reads_lightning_csv_and_drops_the_final_validate(tmp_path):
@@ -139,3 +140,20 @@ def test_report_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     job(tmp_path / "ok", "model_a", 0.1)
     assert report.main([str(tmp_path / "ok"), "--no-plot"]) == 0
     assert "Model A" in capsys.readouterr().out and not (tmp_path / "ok" / "results.png").exists()
+
+
+def test_final_runs_on_every_training_image_give_the_reported_number(tmp_path):
+    """+sweep=final: the lr is chosen on the selection runs (validation held out); the test error comes from the
+    runs retrained at that lr with data.val_size=0, marked as such."""
+    sweep = tmp_path / "s"
+    job(sweep, "all_cnn_c", 0.1, val=0.20, test=0.15, train_size=45000, val_size=5000, num_params=1369738)
+    job(sweep, "all_cnn_c", 0.05, val=0.25, test=0.12, train_size=45000, val_size=5000, num_params=1369738)
+    for seed, test in ((0, 0.10), (1, 0.12)):  # at the chosen lr 0.1, on all 50,000
+        job(sweep, "all_cnn_c", 0.1, seed=seed, val=None, test=test, extra=("data.val_size=0",),
+            train_size=50000, val_size=0, num_params=1369738)
+    (c,) = choose(collect(sweep))
+    assert c.lr == 0.1 and c.protocol == "final" and [r.seed for r in c.rows] == [0, 1]
+    assert c.test_mean == pytest.approx(0.11) and c.num_params == 1369738
+    md = write_report(sweep, plot=False, echo=False)["markdown"]
+    assert "11.00 ± 1.41 ᶠ (9.08, +1.92)" in md
+    assert "final: all training images (50,000 images) | 1,369,738 |" in md

@@ -9,58 +9,23 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
-import struct
 import subprocess
 import sys
 from itertools import product
 from pathlib import Path
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 
 from allconv_sweep.config import compose
 from allconv_sweep.errors import UserError
 from allconv_sweep.launch import Slot, plan_slots
 
+from conftest import job_dirs, metrics, multirun, wandb_run_records, wandb_summary
+
 LRS = (0.25, 0.1, 0.05, 0.01)
 MODELS = ("model_a", "strided_cnn_a", "convpool_cnn_a", "all_cnn_a", "model_b", "strided_cnn_b", "convpool_cnn_b",
           "all_cnn_b", "model_c", "strided_cnn_c", "convpool_cnn_c", "all_cnn_c")
-TINY = ["data=fake", "preprocess=standardize", "data.train_size=64", "data.val_size=32", "data.test_size=32",
-        "data.batch_size=32", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "print_config=false",
-        "model=model_a"]
-
-
-def multirun(args: list[str], root: Path, tiny: bool = True) -> int:
-    """`python -m allconv_sweep <args>` in this process; returns the exit code."""
-    from allconv_sweep.__main__ import main
-
-    argv = ["allconv_sweep", *args, *(TINY if tiny else []), f"sweep.root={root}", f"paths.cache_dir={root / 'cache'}"]
-    old, root_logger = sys.argv, logging.getLogger()
-    handlers, level = list(root_logger.handlers), root_logger.level
-    GlobalHydra.instance().clear()
-    sys.argv = argv
-    try:
-        main()
-        return 0
-    except SystemExit as e:
-        return 0 if e.code is None else int(e.code)
-    finally:  # leave no Hydra state behind for the tests that run after these
-        sys.argv = old
-        GlobalHydra.instance().clear()
-        HydraConfig.instance().cfg = None
-        root_logger.handlers[:] = handlers
-        root_logger.setLevel(level)
-
-
-def job_dirs(sweep_dir: Path) -> list[Path]:
-    return sorted(d for d in sweep_dir.iterdir() if d.is_dir() and (d / ".hydra").is_dir())
-
-
-def metrics(job: Path) -> dict:
-    return json.loads((job / "metrics.json").read_text())
 
 
 def csv_rows(sweep_dir: Path) -> list[dict]:
@@ -110,7 +75,7 @@ def test_running_the_same_sweep_again_trains_nothing(lr_grid, monkeypatch, capsy
     after = {p: p.stat().st_mtime_ns for p in lr_grid.rglob("*") if p.is_file() and p.parent != lr_grid}
     assert after == before  # nothing a finished job wrote is touched, no file added to a job folder
     out = capsys.readouterr().out
-    assert "0 to run (0 resume from last.ckpt, 0 failed before), 4 finished and skipped (4 ok, 0 diverged)" in out
+    assert "0 to run (0 resume from last.ckpt, 0 run again), 4 finished and skipped (4 ok, 0 diverged)" in out
     assert len(csv_rows(lr_grid)) == 4
 
 
@@ -165,7 +130,7 @@ def test_diverged_and_failed_jobs_are_reported_and_never_stop_the_sweep(tmp_path
 
     monkeypatch.setattr(DivergenceMonitor, "on_train_epoch_end", crash_one)
     # margin 1.0: "still at chance" whatever the accuracy -> diverged; -1.0: never; -0.5: crashes mid-fit
-    code = multirun(["+sweep=lr_grid", "optimizer.lr=0.05", "divergence.chance_epochs=1",
+    code = multirun(["+sweep=lr_grid", "optimizer.lr=0.05", "divergence.chance_images=1",
                      "divergence.chance_margin=-0.5,1.0,-1.0"], tmp_path)
     assert code == 1  # the report says so at the end: a job failed
     sweep = tmp_path / "lr_grid"
@@ -176,30 +141,6 @@ def test_diverged_and_failed_jobs_are_reported_and_never_stop_the_sweep(tmp_path
     assert "still at chance" in rows["diverged"]["reason"] and "injected crash" in rows["failed"]["reason"]
     md = (sweep / "results.md").read_text()
     assert "| failed |" in md and "| diverged |" in md and "failed 1" in md and "diverged 1" in md
-
-
-def _wandb_run_records(path: Path) -> list:
-    """The `run` records of a .wandb transaction log (LevelDB log format: 7-byte file header, then chunks
-    of crc32 + little-endian length + type, in 32 KiB blocks)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data, pos, pieces, runs = path.read_bytes(), 7, b"", []
-    while pos + 7 <= len(data):
-        if 32768 - pos % 32768 < 7:
-            pos += 32768 - pos % 32768
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if length == 0 and kind == 0:
-            break
-        pieces += data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # FULL or LAST
-            record = pb.Record()
-            record.ParseFromString(pieces)
-            pieces = b""
-            if record.WhichOneof("record_type") == "run":
-                runs.append(record.run)
-    return runs
 
 
 def test_wandb_offline_two_jobs_are_two_runs_in_the_sweep_group(tmp_path, monkeypatch):
@@ -213,14 +154,52 @@ def test_wandb_offline_two_jobs_are_two_runs_in_the_sweep_group(tmp_path, monkey
     for job in jobs:
         logs = list((job / "wandb").glob("offline-run-*/run-*.wandb"))
         assert len(logs) == 1  # each job is its own run, in its own folder
-        (run,) = _wandb_run_records(logs[0])
+        (run,) = wandb_run_records(logs[0])
         config = {item.key: json.loads(item.value_json) for item in run.config.update}
         ids.add(run.run_id)
         assert run.run_group == "wb_group" and run.display_name == job.name
         assert {"sweep:wb_group", "family:A", "variant:base", "data:fake"} <= set(run.tags)
         assert config["optimizer.lr"] == metrics(job)["lr"] and config["model.name"] == "model_a"
         assert config["sweep.name"] == "wb_group" and config["sweep.dir"] == str(tmp_path / "wb_group")
+        assert not any(k == "cfg" or k.startswith("cfg.") for k in config)  # the config once, flat
+        assert config["result_key"] == metrics(job)["result_key"] and f"optimizer.lr={metrics(job)['lr']}" in config["overrides"]
+        summary = wandb_summary(logs[0])  # what the runs table shows agrees with metrics.json
+        assert summary["test/acc"] == pytest.approx(metrics(job)["test_acc"])
+        assert summary["test_error"] == pytest.approx(metrics(job)["test_error"])
+        assert summary["best_val_test_acc"] == pytest.approx(metrics(job)["best_val_test_acc"])
+        assert summary.get("best_val_ckpt_test/acc", summary["best_val_test_acc"]) == summary["best_val_test_acc"]
+        assert summary["status"] == "ok" and run.run_id == metrics(job)["wandb_run_id"]
     assert len(ids) == 2
+
+
+def test_a_plain_multirun_is_one_wandb_group_named_by_its_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    sweep_dir = tmp_path / "multiruns" / "2026-12-01" / "10-11-12"
+    assert multirun(["-m", "optimizer.lr=0.1,0.05", "logger=wandb", f"hydra.sweep.dir={sweep_dir}"], tmp_path) == 0
+    groups = set()
+    for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        (log,) = list((job / "wandb").glob("offline-run-*/run-*.wandb"))
+        (run,) = wandb_run_records(log)
+        groups.add(run.run_group)
+        assert run.display_name == job.name
+    assert groups == {"2026-12-01_10-11-12"}
+
+
+def test_final_sweep_retrains_the_chosen_lr_on_every_training_image(tmp_path):
+    assert multirun(["+sweep=lr_grid", "optimizer.lr=0.1,0.05"], tmp_path) == 0
+    sweep = tmp_path / "lr_grid"
+    chosen = float(next(r for r in csv_rows(sweep) if r["chosen"] == "True")["lr"])
+    assert multirun(["+sweep=final", f"sweep.from={sweep}", "sweep.n_seeds=1"], tmp_path, tiny=False) == 0
+    (final,) = [j for j in job_dirs(sweep) if "data.val_size=0" in j.name]
+    m = metrics(final)
+    assert m["val_size"] == 0 and m["train_size"] == 64 and m["val_acc"] is None and m["lr"] == chosen
+    assert m["status"] == "ok" and m["seed"] == 0
+    rows = csv_rows(sweep)
+    assert [r["protocol"] for r in rows if r["chosen"] == "True"] == ["final"]
+    md = (sweep / "results.md").read_text()
+    assert "final: all training images (64 images)" in md and "ᶠ" in md
 
 
 def test_ddp_inside_a_local_multirun_is_refused_in_one_line(tmp_path, capsys):
@@ -239,7 +218,7 @@ def test_ddp_inside_a_local_multirun_is_refused_in_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["+sweep=seeds"], "sweep.from is not set"),
     (["+sweep=seeds", "sweep.from=/nonexistent/sweep"], "sweep.from=/nonexistent/sweep: no such folder"),
-    (["+sweep=lr_grid", "optimizer.lr=0.1,-1", "sweep.dry_run=true"], "optimizer.lr=-1: must be a positive number"),
+    (["+sweep=lr_grid", "optimizer.lr=0.1,-1", "sweep.dry_run=true"], "optimizer.lr=-1: must be a positive, finite number"),
     (["+sweep=lr_grid", "launcher=gpus", "launcher.n_jobs=0", "sweep.dry_run=true"], "launcher.n_jobs=0: must be"),
     (["+sweep=_common"], "+sweep=_common is the part every sweep shares"),
 ])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from allconv_sweep.errors import UserError
-from allconv_sweep.results import read_metrics
+from allconv_sweep.runs import read_record
 from allconv_sweep.train import train
 from allconv_sweep.module import lr_factor, scaled_milestones
 
@@ -51,17 +51,30 @@ def test_same_seed_same_metrics_other_seed_differs(cfg_factory):
     assert la != lc
 
 
-def test_resume_from_last_ckpt_runs_only_the_missing_epochs(cfg_factory):
-    cfg = cfg_factory(["model=model_a", "trainer.max_epochs=1"])
-    train(cfg)
+def test_resume_from_last_ckpt_runs_only_the_missing_epochs_and_keeps_the_csv_history(cfg_factory, monkeypatch):
+    from allconv_sweep.callbacks import Throughput
+
+    cfg = cfg_factory(["model=model_a", "trainer.max_epochs=2"])
+    original = Throughput.on_train_epoch_start
+
+    def crash_in_epoch_2(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise RuntimeError("killed in epoch 2")
+        return original(self, trainer, pl_module)
+
+    monkeypatch.setattr(Throughput, "on_train_epoch_start", crash_in_epoch_2)
+    with pytest.raises(RuntimeError, match="killed in epoch 2"):
+        train(cfg)
     out = Path(cfg.paths.output_dir)
-    (out / "metrics.json").unlink()  # as if the job had been killed after its last checkpoint
-    cfg.trainer.max_epochs = 2
+    assert read_record(out).status == "failed" and (out / "checkpoints" / "last.ckpt").is_file()
+    monkeypatch.setattr(Throughput, "on_train_epoch_start", original)
     m = train(cfg)
-    assert m["resumed_from"] == str(out / "checkpoints" / "last.ckpt") and m["epochs_run"] == 2
+    assert m["status"] == "ok" and m["resumed_from"] == str(out / "checkpoints" / "last.ckpt") and m["epochs_run"] == 2
     with open(out / "csv" / "metrics.csv") as f:
-        epochs = {r["epoch"] for r in csv.DictReader(f) if r.get("train/loss_epoch")}
-    assert epochs == {"1"}  # the resumed run trained epoch index 1 only (the log was started anew)
+        rows = list(csv.DictReader(f))
+    trained = [r["epoch"] for r in rows if r.get("train/loss_epoch")]
+    assert trained == ["0", "1"]  # epoch 1 from the first process, epoch 2 from the resumed one: one history
+    assert m["train_images_per_s"] > 0 and m["train_acc"] is not None and m["images_seen"] == 2 * 64
 
 
 def test_finished_run_is_not_trained_again(cfg_factory, monkeypatch):
@@ -77,11 +90,11 @@ def test_huge_learning_rate_ends_diverged_not_crashed(cfg_factory):
     m = train(cfg)
     assert m["status"] == "diverged" and m["epochs_run"] < 5
     assert "non-finite" in m["reason"] or "class score was 0" in m["reason"]
-    assert read_metrics(cfg.paths.output_dir)["status"] == "diverged"
+    assert read_record(cfg.paths.output_dir).status == "diverged"
 
 
-def test_dead_final_relu_ends_the_run_as_diverged(cfg_factory, monkeypatch):
-    """A class conv whose scores are all negative (the collapse measured on real data) stops after 2 epochs."""
+def _dead_model(monkeypatch):
+    """A class conv whose scores are all negative: the collapse measured on real data."""
     import allconv_sweep.train as train_mod
 
     class Dead(train_mod.ImageClassifier):
@@ -90,54 +103,107 @@ def test_dead_final_relu_ends_the_run_as_diverged(cfg_factory, monkeypatch):
             torch.nn.init.constant_(self.net.conv9.bias, -100.0)
 
     monkeypatch.setattr(train_mod, "ImageClassifier", Dead)
-    m = train(cfg_factory(["trainer.max_epochs=6", "optimizer.lr=0.01"]))
-    assert m["status"] == "diverged" and m["epochs_run"] == 2 and "final ReLU is dead" in m["reason"], m
 
 
-def test_dead_output_is_detected():
-    """(Almost) no image with a class score > 0 for 2 epochs in a row (the final ReLU is dead) stops the run."""
+def test_dead_final_relu_stops_once_the_image_window_closes(cfg_factory, monkeypatch):
+    """64 training images an epoch, window 100 images: dead at the ends of epochs 1 and 2 (128 images) -> stop."""
+    _dead_model(monkeypatch)
+    m = train(cfg_factory(["trainer.max_epochs=6", "optimizer.lr=0.01", "divergence.dead_output_images=100"]))
+    assert m["status"] == "diverged" and m["epochs_run"] == 2 and "final ReLU dead" in m["reason"], m
+    assert "128 training images" in m["reason"]
+
+
+def test_dead_at_the_end_is_diverged_even_before_the_window_closes(cfg_factory, monkeypatch):
+    _dead_model(monkeypatch)
+    m = train(cfg_factory(["trainer.max_epochs=2", "optimizer.lr=0.01"]))  # default window: 100k images
+    assert m["status"] == "diverged" and m["epochs_run"] == 2 and "dead at the end" in m["reason"], m
+
+
+def test_dead_output_is_not_judged_without_a_final_relu(cfg_factory, monkeypatch):
+    _dead_model(monkeypatch)
+    m = train(cfg_factory(["trainer.max_epochs=2", "optimizer.lr=0.01", "model.final_relu=false",
+                           "divergence.dead_output_images=1"]))
+    assert m["status"] == "ok", m
+
+
+class _Trainer:
+    def __init__(self):
+        self.should_stop, self.current_epoch, self.world_size, self.callback_metrics = False, 0, 1, {}
+
+
+def _epoch(mon, trainer, images, **metrics):
+    """One training epoch of `images` images, then its epoch-end check with these metrics (val_acc=...)."""
+    mon.on_train_batch_end(trainer, None, None, (None, torch.zeros(images)), 0)
+    trainer.callback_metrics = {k.replace("_", "/", 1): torch.tensor(v) for k, v in metrics.items()}
+    mon.on_train_epoch_end(trainer, None)
+    trainer.current_epoch += 1
+
+
+def test_dead_output_window_counts_images_and_resets_when_alive():
     from allconv_sweep.callbacks import DivergenceMonitor
 
-    mon = DivergenceMonitor(num_classes=10, dead_output_epochs=2, dead_output_fraction=0.01, chance_epochs=None)
-    trainer = type("T", (), {"should_stop": False, "current_epoch": 5, "callback_metrics": {}, "world_size": 1})()
-    module = type("M", (), {"fraction": 0.5, "alive_fraction": lambda self: self.fraction})()
-    mon.on_train_epoch_end(trainer, module)
-    module.fraction = 0.005
-    mon.on_train_epoch_end(trainer, module)
-    module.fraction = 0.02  # one live epoch resets the count
-    mon.on_train_epoch_end(trainer, module)
-    module.fraction = 0.0
-    mon.on_train_epoch_end(trainer, module)
-    assert mon.reason is None and not trainer.should_stop
-    mon.on_train_epoch_end(trainer, module)
-    assert trainer.should_stop and "final ReLU is dead" in mon.reason and "2.3026" in mon.reason
+    mon = DivergenceMonitor(num_classes=10, dead_output_images=10_000, chance_images=None, check_nonfinite=False)
+    t = _Trainer()
+    _epoch(mon, t, 4000, val_live_fraction=0.5)
+    _epoch(mon, t, 4000, val_live_fraction=0.005)     # dead since 4,000
+    _epoch(mon, t, 4000, val_live_fraction=0.02)      # alive again: the streak resets
+    _epoch(mon, t, 4000, val_live_fraction=0.0)       # dead since 12,000
+    _epoch(mon, t, 4000, val_live_fraction=0.0)       # 8,000 images dead: not yet
+    assert mon.reason is None and not t.should_stop and mon.dead_at_end
+    _epoch(mon, t, 4000, val_live_fraction=0.0)       # 12,000 >= 10,000
+    assert t.should_stop and "final ReLU dead" in mon.reason and "2.3026" in mon.reason
+    assert "12,000 training images" in mon.reason
+    other = DivergenceMonitor(num_classes=10)  # the streak survives a resume
+    other.load_state_dict(mon.state_dict())
+    assert (other.images_seen, other.dead_since, other.dead_at_end) == (24_000, 12_000, True)
 
 
-def test_chance_level_is_detected():
+def test_a_slow_healthy_run_like_the_caffe_reference_is_never_stopped():
+    """The working Caffe reproduction (batch 256, full set): on the ln 10 plateau with ~50% of images live for
+    ~1,000 steps (256k images), learning after. With the config's defaults it must run on."""
+    from allconv_sweep.callbacks import DivergenceMonitor
+    from allconv_sweep.config import compose
+
+    mon = DivergenceMonitor(num_classes=10, **compose([]).divergence)
+    t = _Trainer()
+    for epoch in range(12):  # 12 x 45,000 = 540k images, at chance for the first 6 (270k)
+        _epoch(mon, t, 45_000, val_live_fraction=0.5, val_acc=0.10 if epoch < 6 else 0.35)
+    assert mon.reason is None and not t.should_stop
+
+
+def test_chance_level_is_detected_after_the_image_window():
     from allconv_sweep.callbacks import DivergenceMonitor
 
-    mon = DivergenceMonitor(num_classes=10, dead_output_epochs=None, chance_epochs=3, chance_margin=0.02)
-    t = type("T", (), {"should_stop": False, "current_epoch": 1, "world_size": 1,
-                   "callback_metrics": {"val/acc": torch.tensor(0.1)}})()
-    mon.on_train_epoch_end(t, None)
+    mon = DivergenceMonitor(num_classes=10, chance_images=10_000, chance_margin=0.02)
+    t = _Trainer()
+    _epoch(mon, t, 6000, val_acc=0.1, val_live_fraction=0.5)
     assert mon.reason is None  # too early to judge
-    t.current_epoch = 2
-    mon.on_train_epoch_end(t, None)
-    assert t.should_stop and "chance" in mon.reason
+    _epoch(mon, t, 6000, val_acc=0.1, val_live_fraction=0.5)
+    assert t.should_stop and "chance" in mon.reason and "12,000 training images" in mon.reason
 
 
 def test_schedule_keeps_the_papers_shape():
     sched = {"milestones": [200, 250, 300], "of_epochs": 350, "gamma": 0.1}
     assert scaled_milestones(sched, 350) == [200, 250, 300]
     assert scaled_milestones(sched, 35) == [20, 25, 30]
+    assert scaled_milestones(sched, 12) == [7, 9, 10]
+
+
+@pytest.mark.parametrize("epochs,expected", [(5, [3, 4]), (4, [2, 3]), (3, [2]), (2, [1]), (1, [])])
+def test_short_schedules_never_stack_two_drops_on_one_epoch(epochs, expected):
+    """Rounding 200/250/300 of 350 to 5 epochs gives 3, 4, 4 (two drops at once): spread one epoch apart,
+    and dropped where they would land on or after the last epoch."""
+    sched = {"milestones": [200, 250, 300], "of_epochs": 350, "gamma": 0.1}
+    got = scaled_milestones(sched, epochs)
+    assert got == expected and len(set(got)) == len(got) and all(0 < m < epochs for m in got)
     assert lr_factor(199.9, [200, 250, 300], 0.1, 0) == 1.0
     assert lr_factor(250, [200, 250, 300], 0.1, 0) == pytest.approx(0.01)
     assert lr_factor(0.5, [200], 0.1, warmup_epochs=1) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("override,match", [
-    ("optimizer.lr=-0.1", r"optimizer.lr=-0.1: must be a positive number"),
-    ("optimizer.lr=0", r"optimizer.lr=0: must be a positive number"),
+    ("optimizer.lr=-0.1", r"optimizer.lr=-0.1: must be a positive, finite number"),
+    ("optimizer.lr=0", r"optimizer.lr=0: must be a positive, finite number"),
     ("data.batch_size=0", r"data.batch_size=0: must be a positive integer"),
     ("data.val_size=100000", r"data.val_size=100000 but the training set has"),
 ])
@@ -174,3 +240,40 @@ def test_finetune_loads_every_layer_but_the_class_conv(cfg_factory):
     assert torch.equal(model.net.conv4.weight, state["net.conv4.weight"])
     assert model.net.conv5.weight.shape[0] == 3 and state["net.conv5.weight"].shape[0] == 10
     assert train(cfg)["status"] == "ok"
+
+
+@pytest.mark.parametrize("override,match", [
+    ("optimizer.lr=nan", r"optimizer.lr=nan: must be a positive, finite number"),
+    ("optimizer.lr=inf", r"optimizer.lr=inf: must be a positive, finite number"),
+    ("seed=-1", r"seed=-1: must be an integer in \[0, 2\^32\)"),
+    ("data.batch_size=9223372036854775808", r"data.batch_size=9223372036854775808: must be a positive integer up to"),
+    ("optimizer.lr=${oc.env:ALLCONV_UNSET_FOR_TEST}", r"optimizer.lr: cannot resolve its value \(Environment variable 'ALLCONV_UNSET_FOR_TEST' not found"),
+    ("optimizer.lr=${optimizer.momentum}x${optimizer.lr}", r"optimizer.lr: cannot resolve its value"),
+])
+def test_values_that_used_to_slip_through_are_one_line_errors(cfg_factory, override, match):
+    cfg = cfg_factory([override])
+    with pytest.raises(UserError, match=match):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("content", ["random", "pickle"])
+def test_finetune_from_a_file_that_is_not_a_checkpoint_is_one_line_and_runs_no_code(cfg_factory, tmp_path, content):
+    path, marker = tmp_path / "weights.ckpt", tmp_path / "pwned"
+    if content == "random":
+        path.write_bytes(bytes(range(256)) * 40)
+    else:
+        torch.save({"state_dict": _Payload(marker)}, path)  # what torch.load(weights_only=False) would execute
+    cfg = cfg_factory(["model=model_a", f"finetune_from={path}"])
+    with pytest.raises(UserError, match=r"finetune_from=.*weights.ckpt: not a checkpoint this tool can load"):
+        train(cfg)
+    assert not marker.exists() and not (Path(cfg.paths.output_dir) / "metrics.json").exists()

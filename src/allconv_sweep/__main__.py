@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from allconv_sweep.config import config_dir
-from allconv_sweep.errors import UserError
+from allconv_sweep.errors import RunInterrupted, UserError
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
@@ -25,6 +25,11 @@ def main(cfg: DictConfig) -> float | None:
             logging.getLogger(__name__).error("error: %s", e)
             return None
         sys.exit(2)
+    except RunInterrupted as e:
+        print(f"error: {e}", file=sys.stderr)
+        if _multirun():
+            raise  # the sweep stops launching, writes its report and exits with the signal's code
+        sys.exit(e.exit_code)
     except Exception:
         if not _multirun():
             raise

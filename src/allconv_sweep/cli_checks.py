@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from allconv_sweep.errors import UserError
-from allconv_sweep.results import ensure_writable
+from allconv_sweep.runs import ensure_writable
 
 
 def _group_dirs() -> list[Path]:
@@ -45,7 +45,9 @@ def check_overrides(args: list[str]) -> None:
 
     from allconv_sweep.config import compose
 
+    multirun = any(a in ("-m", "--multirun") for a in args)
     args = [a for a in args if not a.startswith("-")]
+    run_dir: Path | None = None
     try:
         overrides = OverridesParser.create().parse_overrides(args)
     except Exception as e:  # noqa: BLE001 - Hydra's grammar errors are already precise
@@ -59,6 +61,8 @@ def check_overrides(args: list[str]) -> None:
                 value = str(o.value())  # parsed: Lightning's DDP re-launch passes the dir quoted
                 if "${" not in value:
                     ensure_writable(Path(value).expanduser().resolve())
+                    if key == "hydra.run.dir":
+                        run_dir = Path(value).expanduser().resolve()
             continue
         options = group_options(key.split("@")[0])
         if options is not None:
@@ -69,7 +73,7 @@ def check_overrides(args: list[str]) -> None:
             simple.append(text)
     # the keys: compose with the (non-sweep) overrides and say which key does not exist
     try:
-        compose([s for s in simple if not s.startswith("~")])  # +sweep=... adds the sweep.* keys
+        cfg = compose([s for s in simple if not s.startswith("~")])  # +sweep=... adds the sweep.* keys
     except Exception as e:  # noqa: BLE001
         msg = str(e)
         if "not in struct" in msg or "Could not override" in msg:
@@ -78,6 +82,22 @@ def check_overrides(args: list[str]) -> None:
         raise UserError(msg.splitlines()[0]) from None
     if not any(a.startswith(("hydra.run.dir", "hydra.sweep.dir")) for a in args):
         ensure_writable(Path("outputs").resolve())
+    if run_dir is not None and not multirun and "sweep" not in cfg:
+        check_run_folder(cfg, run_dir)
+
+
+def check_run_folder(cfg: DictConfig, run_dir: Path) -> None:
+    """A single run into an existing folder: refuse before Hydra rewrites its .hydra/config.yaml when the
+    folder holds a run of another config (train() would refuse too, but after the rewrite)."""
+    from allconv_sweep import runs
+    from allconv_sweep.config import identity, validate
+
+    validate(cfg)
+    ident = identity(cfg)
+    state = runs.run_state(run_dir, runs.result_key(ident), ident, resume=bool(cfg.resume))
+    if state.kind == "mismatch":
+        raise UserError(f"{run_dir}: {state.why}; train into another folder (hydra.run.dir=...), "
+                        f"or resume=false to replace that run")
 
 
 def _unknown_key(key: str, simple: list[str]) -> str:

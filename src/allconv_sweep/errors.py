@@ -1,5 +1,61 @@
-"""Errors a user can fix: printed as one line, exit code 2, nothing written."""
+"""Errors a user can fix, and the one way a run stops early on request."""
+
+import signal
 
 
 class UserError(Exception):
-    """Bad input (config value, missing or corrupt data, unwritable folder). The message is the whole story."""
+    """Bad input (config value, missing or corrupt data, unwritable folder). The message is the whole story:
+    printed as one line, exit code 2, nothing written."""
+
+
+class RunInterrupted(BaseException):
+    """A run stopped by a signal (SIGTERM from SLURM, `timeout` or CI; SIGINT from Ctrl-C) after recording
+    status `interrupted` and keeping last.ckpt: the same command resumes it. A BaseException, like
+    KeyboardInterrupt, so that a sweep stops instead of going on to its next job."""
+
+    def __init__(self, signame: str, message: str):
+        super().__init__(message)
+        self.signame = signame
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, the shell's convention (143 for SIGTERM, 130 for SIGINT)."""
+        try:
+            return 128 + int(getattr(signal, self.signame))
+        except (AttributeError, TypeError, ValueError):
+            return 1
+
+
+_interrupt: "RunInterrupted | None" = None
+
+
+def note_interrupt(e: "RunInterrupted | None") -> None:
+    """This process was asked to stop (the sweep stops launching jobs; its report exits with e's code)."""
+    global _interrupt
+    _interrupt = e
+
+
+def interrupted() -> "RunInterrupted | None":
+    return _interrupt
+
+
+_in_lightning = False
+
+
+class lightning_handles_signals:
+    """Around trainer.fit/validate/test: Lightning's own SIGTERM handler stops the run at the next batch
+    (train() then records it); another handler installed by this process must not raise in between."""
+
+    def __enter__(self):
+        global _in_lightning
+        self._outer, _in_lightning = _in_lightning, True
+        return self
+
+    def __exit__(self, *exc):
+        global _in_lightning
+        _in_lightning = self._outer
+        return False
+
+
+def lightning_is_handling_signals() -> bool:
+    return _in_lightning

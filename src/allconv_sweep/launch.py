@@ -14,7 +14,6 @@ Every leased job writes <job dir>/lease.json (slot, GPU, pid, host, start and en
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -136,7 +135,7 @@ def _pin_gpu(gpu: str) -> None:
 
 
 def _write(out: Path, record: dict) -> None:
+    from allconv_sweep.runs import write_json
+
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{LEASE_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, out / LEASE_FILE)
+    write_json(out / LEASE_FILE, record)

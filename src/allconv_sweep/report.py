@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from allconv_sweep.errors import UserError
-from allconv_sweep.results import METRICS_FILE, read_metrics
+from allconv_sweep.runs import METRICS_FILE, REPORT_STATUSES as STATUSES, Choice, Row, choose, collect, common_settings, read_manifest
 
 # Springenberg, Dosovitskiy, Brox, Riedmiller: "Striving for Simplicity: The All Convolutional Net",
 # ICLR 2015 workshop, arXiv:1412.6806. Test error (%) on CIFAR-10 without augmentation, Table 3; checked
@@ -46,238 +44,19 @@ FAMILIES = ("A", "B", "C")
 VARIANTS = (("base", "base"), ("strided", "Strided"), ("convpool", "ConvPool"), ("all", "All-CNN"))
 DISPLAY = {"model": "Model", "strided_cnn": "Strided-CNN", "convpool_cnn": "ConvPool-CNN", "all_cnn": "All-CNN"}
 
-# Overrides that never change a result: left out when grouping runs (mirrors hydra.job.config.override_dirname).
-NOISE_KEYS = {"sweep", "launcher", "logger", "resume", "print_config", "trainer.enable_progress_bar",
-              "trainer.accelerator", "trainer.devices", "data.root", "data.download", "data.verify",
-              "paths.cache_dir", "experiment", "finetune_from"}
-NOISE_PREFIXES = ("sweep.", "launcher.", "logger.", "hydra.")
-VARYING_KEYS = {"optimizer.lr", "seed", "model", "data", "augment"}  # shown in their own columns
-
 RESULTS_MD, RESULTS_CSV, RESULTS_PNG = "results.md", "results.csv", "results.png"
-MANIFEST = "sweep.json"
-STATUSES = ("ok", "diverged", "failed", "missing")
 
 
-@dataclass
-class Row:
-    """One job of the sweep."""
-    job: str
-    path: Path
-    status: str
-    model: Optional[str] = None
-    family: Optional[str] = None
-    variant: Optional[str] = None
-    data: Optional[str] = None
-    augment: Optional[str] = None
-    lr: Optional[float] = None
-    seed: Optional[int] = None
-    val_error: Optional[float] = None        # fractions, as in metrics.json
-    test_error: Optional[float] = None
-    best_val_test_error: Optional[float] = None
-    train_error: Optional[float] = None
-    epochs_run: Optional[int] = None
-    max_epochs: Optional[int] = None
-    wall_time_s: Optional[float] = None
-    reason: Optional[str] = None
-    overrides: list[str] = field(default_factory=list)
-    extra: str = ""     # overrides that set this run apart from others in the folder, beyond model/data/augment/lr/seed
-
-    @property
-    def settings(self) -> list[str]:
-        return sorted(o for o in self.overrides if _key(o) not in VARYING_KEYS and not _noise(_key(o)))
-
-    @property
-    def group(self) -> tuple:
-        return (self.data, self.augment, self.model, self.extra)
-
-
-@dataclass
-class Choice:
-    """Per network (and setting): the learning rate chosen on validation accuracy, and its test error."""
-    model: str
-    family: Optional[str]
-    variant: Optional[str]
-    data: Optional[str]
-    augment: Optional[str]
-    extra: str
-    lr: Optional[float]
-    chosen_on: str                     # "val" (the paper's rule), "test" (no validation split) or "none"
-    rows: list[Row]                    # the runs at the chosen lr, every seed
-    candidates: dict[float, float]     # lr -> the score it was chosen on (mean error, common seeds)
-
-    @property
-    def test_errors(self) -> list[float]:
-        return [r.test_error for r in self.rows if r.test_error is not None]
-
-    @property
-    def test_mean(self) -> Optional[float]:
-        e = self.test_errors
-        return sum(e) / len(e) if e else None
-
-    @property
-    def test_std(self) -> Optional[float]:
-        e = self.test_errors
-        if len(e) < 2:
-            return None
-        m = sum(e) / len(e)
-        return math.sqrt(sum((x - m) ** 2 for x in e) / (len(e) - 1))
-
-    @property
-    def val_mean(self) -> Optional[float]:
-        e = [r.val_error for r in self.rows if r.val_error is not None]
-        return sum(e) / len(e) if e else None
-
-    @property
-    def paper(self) -> Optional[float]:
-        return PAPER.get((self.data, self.augment, self.model)) if not self.extra else None
-
-    @property
-    def statuses(self) -> set[str]:
-        return {r.status for r in self.rows}
-
-
-def _key(override: str) -> str:
-    body = override.lstrip("+~")
-    return body.split("=", 1)[0].strip()
-
-
-def _noise(key: str) -> bool:
-    return key in NOISE_KEYS or key.startswith(NOISE_PREFIXES)
-
-
-# ----------------------------------------------------------------------------------------------- reading
-
-def _load_yaml(path: Path) -> Any:
-    from omegaconf import OmegaConf
-    try:
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    except Exception:  # noqa: BLE001 - a half-written file: treat as absent
-        return None
-
-
-def _job_dirs(sweep_dir: Path) -> list[Path]:
-    return sorted(d for d in sweep_dir.iterdir()
-                  if d.is_dir() and ((d / METRICS_FILE).is_file() or (d / ".hydra").is_dir()))
-
-
-def read_manifest(sweep_dir: Path) -> dict[str, Any]:
-    import json
-    path = Path(sweep_dir) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def collect(sweep_dir: str | Path) -> list[Row]:
-    """Every job the folder holds or the sweep planned (sweep.json), with its metrics or as missing."""
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise UserError(f"{sweep_dir}: no such folder; give a sweep folder, e.g. outputs/sweeps/pooling_ablation")
-    planned = read_manifest(sweep_dir).get("jobs", {})
-    names = {d.name: d for d in _job_dirs(sweep_dir)}
-    for sub in planned:
-        names.setdefault(sub, sweep_dir / sub)
-    is_sweep = planned or (sweep_dir / "multirun.yaml").is_file() or any((d / METRICS_FILE).is_file() for d in names.values())
-    if not names or not is_sweep:
-        raise UserError(f"{sweep_dir}: not a sweep folder (no job folders with {METRICS_FILE} or .hydra/, "
-                        f"no {MANIFEST}); give the folder a sweep wrote, e.g. outputs/sweeps/pooling_ablation")
-    rows = [_row(name, path, planned.get(name, {})) for name, path in sorted(names.items())]
-    common = set.intersection(*(set(r.settings) for r in rows)) if rows else set()
-    for r in rows:
-        r.extra = " ".join(o for o in r.settings if o not in common)
-    return rows
-
-
-def common_settings(rows: list[Row]) -> list[str]:
-    """Overrides every job of the folder shares (a short schedule, a data subset, ...): the report's header."""
-    return sorted(set.intersection(*(set(r.settings) for r in rows))) if rows else []
-
-
-def _row(name: str, path: Path, plan: dict) -> Row:
-    m = read_metrics(path)
-    if m is not None:
-        status = m.get("status") if m.get("status") in STATUSES else "failed"
-        return Row(job=name, path=path, status=status, model=m.get("model"), family=m.get("family"),
-                   variant=m.get("variant"), data=m.get("data"), augment=m.get("augment"), lr=_f(m.get("lr")),
-                   seed=m.get("seed"), val_error=_f(m.get("val_error")), test_error=_f(m.get("test_error")),
-                   best_val_test_error=_f(m.get("best_val_test_error")), train_error=_f(m.get("train_error")),
-                   epochs_run=m.get("epochs_run"), max_epochs=m.get("max_epochs"),
-                   wall_time_s=_f(m.get("wall_time_s")), reason=m.get("reason"),
-                   overrides=list(m.get("overrides") or plan.get("overrides") or _overrides_file(path)))
-    # no metrics.json: the job never ran, is still running, or died without a record
-    info = dict(plan)
-    cfg = _load_yaml(path / ".hydra" / "config.yaml") if (path / ".hydra" / "config.yaml").is_file() else None
-    if isinstance(cfg, dict):
-        info.setdefault("model", (cfg.get("model") or {}).get("name"))
-        info.setdefault("family", (cfg.get("model") or {}).get("family"))
-        info.setdefault("variant", (cfg.get("model") or {}).get("variant"))
-        info.setdefault("data", (cfg.get("data") or {}).get("name"))
-        info.setdefault("augment", (cfg.get("augment") or {}).get("name"))
-        info.setdefault("lr", (cfg.get("optimizer") or {}).get("lr"))
-        info.setdefault("seed", cfg.get("seed"))
-    started = (path / ".hydra").is_dir()
-    reason = (f"no {METRICS_FILE}: " + ("started but never finished (running, killed, or stopped by a config "
-              "error: see the job's .log)" if started else "never started")
-              + ("; last.ckpt present, a re-run resumes it" if (path / "checkpoints" / "last.ckpt").is_file() else ""))
-    return Row(job=name, path=path, status="missing", model=info.get("model"), family=info.get("family"),
-               variant=info.get("variant"), data=info.get("data"), augment=info.get("augment"),
-               lr=_f(info.get("lr")), seed=info.get("seed"), max_epochs=info.get("max_epochs"), reason=reason,
-               overrides=list(info.get("overrides") or _overrides_file(path)))
-
-
-def _overrides_file(path: Path) -> list[str]:
-    ov = _load_yaml(path / ".hydra" / "overrides.yaml") if (path / ".hydra" / "overrides.yaml").is_file() else None
-    return [str(o) for o in ov] if isinstance(ov, list) else []
-
-
-def _f(v: Any) -> Optional[float]:
-    try:
-        return None if v is None else float(v)
-    except (TypeError, ValueError):
-        return None
+def paper_value(c: Choice) -> Optional[float]:
+    return PAPER.get((c.data, c.augment, c.model)) if not c.setting else None
 
 
 # ---------------------------------------------------------------------------------------------- choosing
 
-def choose(rows: list[Row]) -> list[Choice]:
-    """Per group (network + setting): the lr with the lowest validation error, averaged over the seeds that
-    every lr of the group has (so extra seeds run only at the chosen lr, by the seeds sweep, never tilt the
-    choice); test error over all seeds of that lr. No validation split: chosen on test error (flagged)."""
-    groups: dict[tuple, list[Row]] = {}
-    for r in rows:
-        if r.model is not None:
-            groups.setdefault(r.group, []).append(r)
-    choices = []
-    for (data, augment, model, extra), members in groups.items():
-        done = [r for r in members if r.status in ("ok", "diverged") and r.lr is not None]
-        metric = "val_error" if any(r.val_error is not None for r in done) else "test_error"
-        scored = [r for r in done if getattr(r, metric) is not None]
-        by_lr: dict[float, list[Row]] = {}
-        for r in scored:
-            by_lr.setdefault(r.lr, []).append(r)
-        first = members[0]
-        if not by_lr:
-            choices.append(Choice(model, first.family, first.variant, data, augment, extra, None, "none", [], {}))
-            continue
-        common = set.intersection(*({r.seed for r in rs} for rs in by_lr.values()))
-        scores = {}
-        for lr, rs in by_lr.items():
-            use = [r for r in rs if r.seed in common] or rs
-            scores[lr] = sum(getattr(r, metric) for r in use) / len(use)
-        diverged = {lr: any(r.status == "diverged" for r in rs) for lr, rs in by_lr.items()}
-        lr = min(scores, key=lambda k: (scores[k], diverged[k], -k))  # ties: a finished run, then the larger lr
-        at_lr = sorted((r for r in members if r.lr == lr and r.status in ("ok", "diverged")),
-                       key=lambda r: (r.seed is None, r.seed))
-        choices.append(Choice(model, first.family, first.variant, data, augment, extra, lr,
-                              "val" if metric == "val_error" else "test", at_lr, scores))
-    return sorted(choices, key=_choice_order)
-
-
 def _choice_order(c: Choice) -> tuple:
     fam = FAMILIES.index(c.family) if c.family in FAMILIES else 9
     var = [v for v, _ in VARIANTS].index(c.variant) if c.variant in [v for v, _ in VARIANTS] else 9
-    return (c.data or "", c.augment or "", c.extra, fam, var, c.model)
+    return (c.data or "", c.augment or "", c.setting, fam, var, c.model)
 
 
 def display_name(model: Optional[str]) -> str:
@@ -306,7 +85,13 @@ def _err_cell(c: Choice) -> str:
 
 
 def _flag(c: Choice) -> str:
-    return "" if c.statuses <= {"ok"} else " †"
+    return ("" if c.statuses <= {"ok"} else " †") + (" ᶠ" if c.protocol == "final" else "")
+
+
+def _protocol(c: Choice) -> str:
+    sizes = sorted({r.train_size for r in c.rows if r.train_size})
+    images = f" ({', '.join(f'{n:,}' for n in sizes)} images)" if sizes else ""
+    return ("final: all training images" if c.protocol == "final" else "lr selection: validation held out") + images
 
 
 def table3_md(choices: list[Choice]) -> list[str]:
@@ -314,7 +99,7 @@ def table3_md(choices: list[Choice]) -> list[str]:
     out: list[str] = []
     layouts: dict[tuple, dict[str, Choice]] = {}
     for c in choices:
-        layouts.setdefault((c.data, c.augment, c.extra), {})[c.model] = c
+        layouts.setdefault((c.data, c.augment, c.setting), {})[c.model] = c
     if ("cifar10", "none", "") not in layouts:
         layouts[("cifar10", "none", "")] = {}  # the paper's table, even with none of ours in it
     for (data, augment, extra), cells in sorted(layouts.items(), key=lambda kv: (kv[0][0] != "cifar10", kv[0])):
@@ -358,20 +143,24 @@ def render_md(sweep_dir: Path, rows: list[Row], choices: list[Choice]) -> str:
              f"Epochs per run: {', '.join(map(str, epochs)) or '-'} (paper: {PAPER_EPOCHS}).",
              "Settings of every job: " + (" ".join(f"`{o}`" for o in common_settings(rows)) or "the defaults") + ".", ""]
     lines += table3_md(choices)
-    if any(_flag(c) for c in choices):
+    if any(c.statuses - {"ok"} for c in choices):
         lines += ["† the chosen runs include diverged ones (see All jobs).", ""]
+    if any(c.protocol == "final" for c in choices):
+        lines += ["ᶠ retrained at the chosen lr on every training image (`+sweep=final`); unmarked cells are the "
+                  "lr-selection runs, trained with the validation images held out.", ""]
     lines += ["## Per network: the learning rate with the best validation accuracy", "",
               "Chosen on mean validation error over the seeds every lr of the network has (ties: a non-diverged run, then the larger lr); "
               "test error: mean ± std over all seeds at that lr.", "",
-              "| network | data | augment | setting | lr | chosen on (lr: val error %) | val error % | test error % | seeds | paper % | ours − paper |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| network | data | augment | setting | lr | chosen on (lr: val error %) | val error % | test error % | seeds | protocol | params | paper % | ours − paper |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in choices:
-        paper = c.paper
+        paper = paper_value(c)
         diff = f"{100 * c.test_mean - paper:+.2f}" if paper is not None and c.test_mean is not None else "-"
         tried = ", ".join(f"{lr:g}: {100 * s:.2f}" for lr, s in sorted(c.candidates.items(), reverse=True))
-        lines.append(f"| {display_name(c.model)} | {c.data} | {c.augment} | {c.extra or '-'} | "
+        lines.append(f"| {display_name(c.model)} | {c.data} | {c.augment} | {c.setting or '-'} | "
                      f"{'-' if c.lr is None else f'{c.lr:g}'} | {c.chosen_on}" + (f" ({tried})" if tried else "")
-                     + f" | {_pct(c.val_mean)} | {_err_cell(c)}{_flag(c)} | {len(c.test_errors)} | "
+                     + f" | {_pct(c.val_mean)} | {_err_cell(c)}{_flag(c)} | {len(c.test_errors)} | {_protocol(c)} | "
+                     f"{'-' if c.num_params is None else f'{c.num_params:,}'} | "
                      f"{'-' if paper is None else f'{paper:.2f}'} | {diff} |")
     lines += ["", "## All jobs", "",
               "| job | model | lr | seed | status | val error % | test error % | epochs | wall time s | note |",
@@ -388,7 +177,8 @@ def render_md(sweep_dir: Path, rows: list[Row], choices: list[Choice]) -> str:
 
 CSV_FIELDS = ["job", "status", "model", "family", "variant", "data", "augment", "setting", "lr", "seed",
               "val_error_pct", "test_error_pct", "best_val_test_error_pct", "train_error_pct", "epochs_run",
-              "max_epochs", "wall_time_s", "chosen", "paper_test_error_pct", "reason"]
+              "max_epochs", "wall_time_s", "chosen", "paper_test_error_pct", "protocol", "train_size", "num_params",
+              "reason"]
 
 
 def write_csv(path: Path, rows: list[Row], choices: list[Choice]) -> None:
@@ -398,16 +188,17 @@ def write_csv(path: Path, rows: list[Row], choices: list[Choice]) -> None:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
         for r in rows:
-            paper = PAPER.get((r.data, r.augment, r.model)) if not r.extra else None
+            paper = PAPER.get((r.data, r.augment, r.model)) if not r.setting else None
             w.writerow({"job": r.job, "status": r.status, "model": r.model, "family": r.family,
-                        "variant": r.variant, "data": r.data, "augment": r.augment, "setting": r.extra,
+                        "variant": r.variant, "data": r.data, "augment": r.augment, "setting": r.setting,
                         "lr": r.lr, "seed": r.seed, "val_error_pct": pct(r.val_error),
                         "test_error_pct": pct(r.test_error), "best_val_test_error_pct": pct(r.best_val_test_error),
                         "train_error_pct": pct(r.train_error), "epochs_run": r.epochs_run,
                         "max_epochs": r.max_epochs,
                         "wall_time_s": "" if r.wall_time_s is None else f"{r.wall_time_s:.1f}",
                         "chosen": id(r) in chosen, "paper_test_error_pct": "" if paper is None else paper,
-                        "reason": r.reason or ""})
+                        "protocol": "final" if r.val_size == 0 else "select", "train_size": r.train_size or "",
+                        "num_params": r.num_params or "", "reason": r.reason or ""})
 
 
 def learning_curve(run_dir: Path, epochs_run: Optional[int] = None) -> tuple[list[int], list[float]]:
@@ -438,12 +229,12 @@ def write_png(path: Path, choices: list[Choice]) -> None:
     shown = [c for c in choices if c.test_mean is not None]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
     labels = [display_name(c.model) + ("" if c.data == "cifar10" and c.augment == "none" else
-                                        f"\n{c.data}{'' if c.augment == 'none' else '+'}") + ("*" if c.extra else "")
+                                        f"\n{c.data}{'' if c.augment == 'none' else '+'}") + ("*" if c.setting else "")
               for c in shown]
     x = list(range(len(shown)))
     ours = [100 * c.test_mean for c in shown]
     err = [100 * (c.test_std or 0.0) for c in shown]
-    paper = [c.paper for c in shown]
+    paper = [paper_value(c) for c in shown]
     ax1.bar([i - 0.2 for i in x], ours, width=0.4, yerr=err, label="ours (chosen lr)", color="tab:blue")
     px = [i + 0.2 for i, p in zip(x, paper) if p is not None]
     if px:
@@ -478,7 +269,7 @@ def write_report(sweep_dir: str | Path, plot: bool = True, echo: bool = True) ->
     """Write results.md/.csv/.png into the sweep folder; returns the rows, choices and status counts."""
     sweep_dir = Path(sweep_dir).resolve()
     rows = collect(sweep_dir)
-    choices = choose(rows)
+    choices = sorted(choose(rows), key=_choice_order)
     md = render_md(sweep_dir, rows, choices)
     (sweep_dir / RESULTS_MD).write_text(md)
     write_csv(sweep_dir / RESULTS_CSV, rows, choices)
@@ -508,15 +299,23 @@ class ReportCallback(Callback):  # type: ignore[misc]
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         from omegaconf import OmegaConf
 
+        from allconv_sweep.errors import interrupted
+
         if OmegaConf.select(config, "sweep.dry_run", default=False):
             return
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():
             return
         result = write_report(sweep_dir, plot=self.plot)
-        bad = result["counts"]["failed"] + result["counts"]["missing"]
+        counts = result["counts"]
+        bad = counts["failed"] + counts["missing"] + counts["interrupted"]
+        stop = interrupted()
+        if stop is not None:
+            print(f"error: the sweep was interrupted by {stop.signame} ({stop}); {bad} of {len(result['rows'])} "
+                  f"jobs unfinished (see {sweep_dir / RESULTS_MD}); the same command resumes them", file=sys.stderr)
+            sys.exit(stop.exit_code)
         if bad and self.fail_on_failed:
-            print(f"error: {bad} of {len(result['rows'])} jobs failed or left no {METRICS_FILE} "
+            print(f"error: {bad} of {len(result['rows'])} jobs failed, were interrupted or left no {METRICS_FILE} "
                   f"(see the All jobs table in {sweep_dir / RESULTS_MD}); re-run the same command to retry them",
                   file=sys.stderr)
             sys.exit(1)

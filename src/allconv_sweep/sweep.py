@@ -2,9 +2,12 @@
 
 Used by PaperSweeper (src/hydra_plugins/allconv_sweep_plugins/sweeper.py) in the process that starts the
 sweep, before anything is launched:
-- every job's config is composed as Hydra will compose it, so its folder is known: a job whose
-  metrics.json says ok or diverged is finished and is not launched again (nothing it wrote is touched);
-  one with checkpoints/last.ckpt is launched and resumes from it (train() does the resuming);
+- every job's config is composed as Hydra will compose it, so its folder and result key are known
+  (allconv_sweep.runs): a job whose folder holds a finished run of the same key is not launched again
+  (nothing it wrote is touched); one with checkpoints/last.ckpt of the same key is launched and resumes
+  from it (train() does the resuming); a folder holding a run of ANOTHER key (or of an earlier version,
+  which recorded none) stops the sweep before anything is launched, one line per such job naming the
+  keys that differ: a different config is never passed off as this one, nor overwritten;
 - every job's config is validated (a bad value stops the sweep before any job starts, in one line), and
   Lightning DDP inside a local multirun is refused (it re-launches the whole sweep);
 - `sweep.dry_run=true` lists the jobs and their state and writes nothing;
@@ -14,7 +17,6 @@ sweep, before anything is launched:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +25,12 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from allconv_sweep import config as config_mod
+from allconv_sweep import runs
 from allconv_sweep.errors import UserError
-from allconv_sweep.report import MANIFEST, choose, collect, read_manifest
-from allconv_sweep.results import read_metrics
+from allconv_sweep.runs import RunRecord, RunState
 
-FINISHED = ("ok", "diverged")
-STATE_TEXT = {"ok": "done (ok), skip", "diverged": "done (diverged), skip", "resume": "resume from last.ckpt",
-              "failed": "run again (failed before)", "new": "run"}
+STATE_TEXT = {"done": "done, skip", "resume": "resume from last.ckpt", "rerun": "run again", "new": "run",
+              "mismatch": "ANOTHER CONFIG: refused"}
 
 # The Hydra + Lightning DDP problem: in a multirun, each DDP child process is started with this process's
 # command line, which holds the sweep, so every child starts the whole sweep again.
@@ -42,12 +43,16 @@ SPAWN_STRATEGIES = ("ddp_spawn",)   # mp.spawn re-runs no command line
 class Job:
     overrides: list[str]
     dir: Path
-    info: dict[str, Any] = field(default_factory=dict)
-    state: str = "new"
+    planned: RunRecord                 # what the job will record (status "missing" until it has run)
+    state: RunState = field(default_factory=lambda: RunState("new"))
 
     @property
     def subdir(self) -> str:
         return self.dir.name
+
+    @property
+    def todo(self) -> bool:
+        return self.state.kind in ("new", "resume", "rerun")
 
 
 def launcher_kind(cfg: DictConfig) -> str:
@@ -61,16 +66,6 @@ def launcher_kind(cfg: DictConfig) -> str:
     if "submitit" in target:
         return "submitit_local"
     return "local"
-
-
-def job_state(job_dir: Path, resume: bool = True) -> str:
-    m = read_metrics(job_dir)
-    status = (m or {}).get("status")
-    if resume and status in FINISHED:
-        return status
-    if resume and (job_dir / "checkpoints" / "last.ckpt").is_file():
-        return "resume"
-    return "failed" if status == "failed" else "new"
 
 
 def _multi_device(devices: Any, one_gpu_visible: bool) -> bool:
@@ -148,28 +143,34 @@ def plan(master: DictConfig, config_loader: Any, job_overrides: Sequence[Sequenc
         seen[job_dir] = overrides
         config_mod.validate(cfg)
         check_ddp(cfg, kind)
-        resume = bool(OmegaConf.select(cfg, "resume", default=True))
-        info = {k: OmegaConf.select(cfg, path, default=None) for k, path in (
-            ("model", "model.name"), ("family", "model.family"), ("variant", "model.variant"),
-            ("data", "data.name"), ("augment", "augment.name"), ("lr", "optimizer.lr"), ("seed", "seed"),
-            ("max_epochs", "trainer.max_epochs"))}
-        info["overrides"] = [o for o in overrides if not o.startswith("hydra.")]
-        jobs.append(Job(overrides=overrides, dir=job_dir, info=info, state=job_state(job_dir, resume)))
+        ident = config_mod.identity(cfg)
+        key = runs.result_key(ident)
+        planned = RunRecord(
+            status="missing", result_key=key, overrides=[o for o in overrides if not o.startswith("hydra.")],
+            **{k: OmegaConf.select(cfg, path, default=None) for k, path in (
+                ("model", "model.name"), ("family", "model.family"), ("variant", "model.variant"),
+                ("data", "data.name"), ("augment", "augment.name"), ("lr", "optimizer.lr"), ("seed", "seed"),
+                ("max_epochs", "trainer.max_epochs"))})
+        state = runs.run_state(job_dir, key, ident, resume=bool(OmegaConf.select(cfg, "resume", default=True)))
+        jobs.append(Job(overrides=overrides, dir=job_dir, planned=planned, state=state))
     return jobs
+
+
+def refuse_mismatches(jobs: list[Job], sweep_dir: Path) -> None:
+    """One line per job whose folder holds a run of another config; nothing has been launched yet."""
+    bad = [j for j in jobs if j.state.kind == "mismatch"]
+    if not bad:
+        return
+    lines = [f"{j.subdir if j.dir.parent == sweep_dir else j.dir}: {j.state.why}" for j in bad]
+    lines.append(f"{len(bad)} of {len(jobs)} job folders hold runs of another config; nothing was launched. "
+                 f"Sweep into another folder (sweep.name=... or sweep.root=...), or resume=false to retrain "
+                 f"and replace them")
+    raise UserError("\n".join(lines))
 
 
 def write_manifest(sweep_dir: Path, name: str, jobs: list[Job]) -> Path:
     """sweep.json: the jobs every run of this sweep folder planned (merged: a seeds sweep adds its jobs)."""
-    data = read_manifest(sweep_dir) or {}
-    data["name"] = data.get("name") or name
-    planned = data.setdefault("jobs", {})
-    for j in jobs:
-        if j.dir.parent == sweep_dir:
-            planned[j.subdir] = j.info
-    tmp = sweep_dir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, sweep_dir / MANIFEST)
-    return sweep_dir / MANIFEST
+    return runs.write_manifest(sweep_dir, name, [(j.subdir, j.planned) for j in jobs if j.dir.parent == sweep_dir])
 
 
 def describe(name: str, sweep_dir: Path, kind: str, jobs: list[Job]) -> str:
@@ -177,16 +178,19 @@ def describe(name: str, sweep_dir: Path, kind: str, jobs: list[Job]) -> str:
     lines = [f"sweep {name}: {len(jobs)} jobs in {sweep_dir} (launcher: {kind})"]
     for i, j in enumerate(jobs):
         where = j.subdir if j.dir.parent == sweep_dir else str(j.dir)
-        lines.append(f"  {i + 1:>{width}}  {STATE_TEXT[j.state]:<26}  {where}")
+        why = f"  ({j.state.why})" if j.state.why and j.state.kind != "new" else ""
+        lines.append(f"  {i + 1:>{width}}  {STATE_TEXT[j.state.kind]:<24}  {where}{why}")
     lines.append(summary(jobs))
     return "\n".join(lines)
 
 
 def summary(jobs: list[Job]) -> str:
-    n = {s: sum(j.state == s for j in jobs) for s in STATE_TEXT}
-    todo = n["new"] + n["failed"] + n["resume"]
-    return (f"{todo} to run ({n['resume']} resume from last.ckpt, {n['failed']} failed before), "
-            f"{n['ok'] + n['diverged']} finished and skipped ({n['ok']} ok, {n['diverged']} diverged)")
+    n = {s: sum(j.state.kind == s for j in jobs) for s in STATE_TEXT}
+    todo = n["new"] + n["rerun"] + n["resume"]
+    done = [j.state.record.status for j in jobs if j.state.kind == "done" and j.state.record is not None]
+    text = (f"{todo} to run ({n['resume']} resume from last.ckpt, {n['rerun']} run again), "
+            f"{n['done']} finished and skipped ({done.count('ok')} ok, {done.count('diverged')} diverged)")
+    return text + (f", {n['mismatch']} refused (another config in the folder)" if n["mismatch"] else "")
 
 
 # ------------------------------------------------------------------------------------------------- seeds
@@ -196,35 +200,45 @@ def _key(override: str) -> str:
 
 
 def seed_jobs(master: DictConfig, arguments: Sequence[str]) -> list[list[str]]:
-    """The seeds sweep: for every network of the sweep in sweep.from, the chosen (lr) run's overrides again
-    with sweep.n_seeds more seeds (the chosen run's seed + 1, + 2, ...), into the same folder, so that
-    folder's report shows mean +- std. Other command-line overrides (launcher=..., data.root=...) apply
-    to every job."""
+    """Jobs built from another sweep's chosen runs (sweep.from), written into that sweep's folder:
+
+    - sweep.protocol=seeds (+sweep=seeds): for every network, the chosen (lr) run's overrides again with
+      sweep.n_seeds more seeds (the chosen run's seed + 1, + 2, ...), so the report shows mean +- std;
+    - sweep.protocol=final (+sweep=final): the chosen run's overrides with data.val_size=0 (every training
+      image, the whitening fitted on all of them) and n_seeds seeds from the chosen run's seed on: the
+      runs whose test error the report's Table 3 takes.
+    Other command-line overrides (launcher=..., data.root=...) apply to every job."""
     source = OmegaConf.select(master, "sweep.from", default=None)
+    name = OmegaConf.select(master, "sweep.name", default="seeds")
     if not source:
-        raise UserError("sweep.from is not set: give the folder of a finished sweep, "
-                        "e.g. +sweep=seeds sweep.from=outputs/sweeps/pooling_ablation")
+        raise UserError(f"sweep.from is not set: give the folder of a finished sweep, "
+                        f"e.g. +sweep={name} sweep.from=outputs/sweeps/pooling_ablation")
     n = OmegaConf.select(master, "sweep.n_seeds", default=None)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UserError(f"sweep.n_seeds={n!r}: must be a positive integer (how many more seeds per network)")
+        raise UserError(f"sweep.n_seeds={n!r}: must be a positive integer (how many seeds per network)")
+    protocol = OmegaConf.select(master, "sweep.protocol", default="seeds")
+    if protocol not in ("seeds", "final"):
+        raise UserError(f"sweep.protocol={protocol!r}; valid: seeds, final")
     source_dir = Path(os.path.abspath(str(source)))
     if not source_dir.is_dir():
         raise UserError(f"sweep.from={source}: no such folder; give the folder of a finished sweep, "
                         f"e.g. sweep.from=outputs/sweeps/pooling_ablation")
-    choices = [c for c in choose(collect(source_dir)) if c.rows]
+    choices = [c for c in runs.choose(runs.collect(source_dir)) if c.rows and c.protocol == "select"]
     if not choices:
-        raise UserError(f"sweep.from={source}: no finished (ok or diverged) job there to take seeds from")
+        raise UserError(f"sweep.from={source}: no finished (ok or diverged) lr-selection job there to start from")
     extra = [a for a in arguments if _key(a) != "sweep" and not _key(a).startswith("sweep.")]
-    replaced = {_key(a) for a in extra} | {"seed"}
+    replaced = {_key(a) for a in extra} | {"seed"} | ({"data.val_size"} if protocol == "final" else set())
     jobs = []
+    quoted = str(source_dir).replace("\\", "\\\\").replace("'", "\\'")
     for c in choices:
         chosen = c.rows[0]
         base = [o for o in chosen.overrides
                 if _key(o) not in replaced and not (_key(o) == "launcher" or _key(o).startswith("launcher."))]
         if not any(_key(o) == "optimizer.lr" for o in base):
             base.append(f"optimizer.lr={chosen.lr}")
-        first = chosen.seed if chosen.seed is not None else 0
-        for s in range(first + 1, first + 1 + n):
-            quoted = str(source_dir).replace("\\", "\\\\").replace("'", "\\'")
+        if protocol == "final":
+            base.append("data.val_size=0")
+        first = (chosen.seed if chosen.seed is not None else 0) + (1 if protocol == "seeds" else 0)
+        for s in range(first, first + n):
             jobs.append(base + extra + [f"seed={s}", f"hydra.sweep.dir='{quoted}'"])
     return jobs

@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from allconv_sweep import config as config_mod
-from allconv_sweep.callbacks import DivergenceMonitor, Throughput
+from allconv_sweep import runs
+from allconv_sweep.callbacks import DivergenceMonitor, FlushLoggers, Throughput
 from allconv_sweep.console import console, print_config_tree, print_summary
 from allconv_sweep.data import build_datamodule
-from allconv_sweep.errors import UserError
+from allconv_sweep.errors import RunInterrupted, UserError, lightning_handles_signals
+from allconv_sweep.loggers import ResumableCSVLogger, truncate_csv
 from allconv_sweep.module import ImageClassifier
 from allconv_sweep.nets import count_parameters
-from allconv_sweep.results import ensure_writable, git_commit, read_metrics, versions, write_metrics
+from allconv_sweep.runs import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -34,30 +38,43 @@ warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
 logging.getLogger("lightning.pytorch").propagate = False
 logging.getLogger("lightning.fabric").propagate = False
 
+BEST_TEST = "best_val_ckpt_test"  # the best-validation checkpoint's test metrics are logged under this prefix
 
-def _loggers(cfg: DictConfig, output_dir: Path, run_name: str):
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+def _loggers(cfg: DictConfig, output_dir: Path, info: dict):
+    from lightning.pytorch.loggers import TensorBoardLogger
 
     name = cfg.logger.name
+    csv_logger = ResumableCSVLogger(save_dir=str(output_dir), name="csv", version="")
     if name == "csv":
-        return [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
+        return [csv_logger]
     if name == "tensorboard":
-        return [TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version=""),
-                CSVLogger(save_dir=str(output_dir), name="csv", version="")]
+        return [TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version=""), csv_logger]
     if name == "wandb":
         from allconv_sweep.wandb_utils import make_wandb_logger
-        return [make_wandb_logger(cfg, output_dir, run_name), CSVLogger(save_dir=str(output_dir), name="csv", version="")]
+        return [make_wandb_logger(cfg, output_dir, info), csv_logger]
     raise UserError(f"logger={name!r}; valid: csv, tensorboard, wandb")
 
 
 def _finetune(model: ImageClassifier, path: str) -> None:
-    """Load every layer but the class conv (the last conv/linear), whose shape depends on the classes."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("state_dict", state)
+    """Load every layer but the class conv (the last conv/linear), whose shape depends on the classes.
+    Weights only: a checkpoint is data, never code (torch.load(weights_only=True) refuses pickled objects)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError("no state_dict of tensors in it")
+    except Exception as e:  # noqa: BLE001 - zip, pickle and format errors all mean "not a checkpoint"
+        why = " ".join(str(e).split())[:120]
+        raise UserError(f"finetune_from={path}: not a checkpoint this tool can load ({type(e).__name__}: {why}); "
+                        f"give a <run>/checkpoints/last.ckpt written by python -m allconv_sweep") from None
     convs = [n for n, m in model.net.named_children() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     head = f"net.{convs[-1]}."
     keep = {k: v for k, v in state.items() if k.startswith("net.") and not k.startswith(head)}
-    missing, unexpected = model.load_state_dict(keep, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(keep, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise UserError(f"finetune_from={path}: layers do not match this model ({str(e).splitlines()[1].strip()[:120]})") from None
     wrong = [k for k in missing if not k.startswith(head)]
     if wrong or unexpected:
         raise UserError(f"finetune_from={path}: layers do not match this model ({(wrong + unexpected)[:3]}...)")
@@ -70,22 +87,89 @@ def _unified_precision(value: Any) -> str:
     return str(_convert_precision_to_unified_args(value))
 
 
-def run_name(cfg: DictConfig) -> str:
-    return f"{cfg.model.name}-{cfg.data.name}-lr{cfg.optimizer.lr}-s{cfg.seed}"
+def _readable_checkpoint(path: Path) -> Optional[int]:
+    """The epoch a checkpoint was saved at, or None when it cannot be read (truncated, not a checkpoint)."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(ck["epoch"]) if isinstance(ck, dict) and "state_dict" in ck and "epoch" in ck else None
+    except Exception:  # noqa: BLE001 - any failure means "cannot resume from it"
+        return None
+
+
+def _resume_point(output_dir: Path) -> tuple[Optional[Path], Optional[str]]:
+    """(checkpoint to resume from, a note when it is not last.ckpt). A damaged last.ckpt is set aside and
+    the run resumes from best.ckpt (a full training state of an earlier epoch) or, failing that, starts
+    over; it never stays failed for good."""
+    ckpt_dir = output_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if not last.is_file():
+        return None, None
+    if _readable_checkpoint(last) is not None:
+        return last, None
+    aside = output_dir / "last.ckpt.unreadable"  # outside checkpoints/, which a fresh start clears
+    os.replace(last, aside)
+    best = ckpt_dir / "best.ckpt"
+    epoch = _readable_checkpoint(best) if best.is_file() else None
+    if epoch is not None:
+        return best, f"checkpoints/last.ckpt is unreadable (kept as {aside.name}): resuming from best.ckpt (epoch {epoch + 1})"
+    return None, f"checkpoints/last.ckpt is unreadable (kept as {aside.name}) and no earlier checkpoint: starting over"
+
+
+def _clear(output_dir: Path) -> None:
+    """Start a run folder over (resume=false, or a re-run with nothing to resume): the old record,
+    checkpoints and CSV log go, so nothing of the old run can be mistaken for the new one's."""
+    for name in (runs.METRICS_FILE, runs.RUN_FILE):
+        (output_dir / name).unlink(missing_ok=True)
+    for name in ("checkpoints", "csv", "tensorboard"):
+        shutil.rmtree(output_dir / name, ignore_errors=True)
+
+
+def _start(output_dir: Path, key: str, ident: dict, resuming: bool, overrides: list[str]) -> dict:
+    """run.json: written when a run starts; a resume keeps its W&B run id (one W&B run per run folder)."""
+    info = runs.read_run_info(output_dir) if resuming else None
+    if not info or info.get("result_key") != key:
+        import secrets
+        info = {"result_key": key, "identity": ident, "overrides": overrides, "started": time.time(),
+                "wandb_run_id": secrets.token_hex(8), "starts": 0}
+    info["starts"] = int(info.get("starts", 0)) + 1
+    runs.write_json(output_dir / runs.RUN_FILE, info)
+    return info
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one network with the config's protocol; write and return its metrics.json record."""
     t_start = time.perf_counter()
     config_mod.validate(cfg)
-    output_dir = Path(cfg.paths.output_dir).resolve()
-    ensure_writable(output_dir)
-    previous = read_metrics(output_dir)
-    if previous and previous.get("status") in ("ok", "diverged") and cfg.resume:
-        if rank_zero_only.rank == 0:
-            console.print(f"[green]already finished ({previous['status']}):[/green] {output_dir}/metrics.json; nothing to do")
-        return previous
-    if cfg.print_config and rank_zero_only.rank == 0:  # DDP: ranks > 0 (re-launched by Lightning) stay quiet
+    output_dir = runs.ensure_writable(Path(cfg.paths.output_dir).resolve())
+    ident = config_mod.identity(cfg)
+    key = runs.result_key(ident)
+    rank0 = rank_zero_only.rank == 0  # DDP: ranks > 0 (re-launched by Lightning) share rank 0's folder
+    folder_lock = runs.lock(output_dir, "run") if rank0 else None
+    try:
+        return _train(cfg, output_dir, ident, key, t_start, rank0)
+    finally:
+        if folder_lock is not None:
+            folder_lock.release()
+
+
+def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: float, rank0: bool) -> dict[str, Any]:
+    state = runs.run_state(output_dir, key, ident, resume=bool(cfg.resume))
+    if state.kind == "done":
+        if rank0:
+            console.print(f"[green]already finished ({state.record.status}):[/green] {output_dir}/metrics.json; nothing to do")
+        return state.record.to_dict()
+    if state.kind == "mismatch":
+        raise UserError(f"{output_dir}: {state.why}; train into another folder (hydra.run.dir=...), "
+                        f"or resume=false to replace that run")
+    resume_from, note = _resume_point(output_dir) if state.kind == "resume" else (None, None)
+    if rank0:
+        if resume_from is None:
+            _clear(output_dir)
+        if note:
+            console.print(f"[yellow]{note}[/yellow]")
+    overrides = _overrides()
+    info = _start(output_dir, key, ident, resume_from is not None, overrides) if rank0 else {}
+    if cfg.print_config and rank0:
         print_config_tree(cfg)
     resolved = config_mod.to_container(cfg)
 
@@ -102,22 +186,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Two callbacks: Lightning >= 2.5 writes save_last only in epochs that also saved a top-k checkpoint,
     # but resuming after preemption needs the latest epoch every time.
     checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="val/acc" if has_val else None,
-                                 mode="max", save_top_k=1 if has_val else 0)
+                                 mode="max", save_top_k=1 if has_val else 0, enable_version_counter=False)
     last_checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), filename="last", monitor=None, save_top_k=1,
                                       enable_version_counter=False)
-    divergence = DivergenceMonitor(int(cfg.data.num_classes), **resolved["divergence"])
+    relu_output = bool(cfg.model.final_relu) and cfg.model.head == "conv"  # a ReLU follows the class conv
+    divergence = DivergenceMonitor(int(cfg.data.num_classes), relu_output=relu_output, **resolved["divergence"])
     throughput = Throughput()
     tcfg = dict(resolved["trainer"])
-    callbacks = [checkpoint, last_checkpoint, divergence, throughput]
-    if tcfg.pop("enable_progress_bar", True):
+    callbacks = [checkpoint, last_checkpoint, divergence, throughput, FlushLoggers(),
+                 LearningRateMonitor(logging_interval="epoch")]
+    enable_pb = tcfg.pop("enable_progress_bar", True)
+    if enable_pb:
         callbacks.append(RichProgressBar() if console.is_terminal else TQDMProgressBar(refresh_rate=50))
-        enable_pb = True
-    else:
-        enable_pb = False
-    trainer = L.Trainer(default_root_dir=str(output_dir), logger=_loggers(cfg, output_dir, run_name(cfg)),
+    if not has_val:  # no validation split (data.val_size=0): no empty val loop, no warning about it
+        tcfg["limit_val_batches"] = 0
+    if resume_from is not None and rank0:  # rows of an epoch cut short by the kill: that epoch runs again
+        truncate_csv(output_dir / "csv" / "metrics.csv", _readable_checkpoint(resume_from) + 1)
+    trainer = L.Trainer(default_root_dir=str(output_dir), logger=_loggers(cfg, output_dir, info),
                         callbacks=callbacks, enable_progress_bar=enable_pb, enable_model_summary=False,
                         num_sanity_val_steps=0, **{k: v for k, v in tcfg.items() if v is not None or k == "gradient_clip_val"})
-    if str(trainer.precision) != _unified_precision(cfg.trainer.precision) and rank_zero_only.rank == 0:
+    if str(trainer.precision) != _unified_precision(cfg.trainer.precision) and rank0:
         console.print(f"[yellow]trainer.precision={cfg.trainer.precision} runs as {trainer.precision} on "
                       f"{trainer.strategy.root_device.type}[/yellow] (Lightning's choice); metrics.json records both")
     if trainer.world_size > 1 and _in_multirun() and not trainer.strategy.cluster_environment.creates_processes_externally:
@@ -127,70 +215,116 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if hasattr(dm, "use_device"):  # the in-memory sets live on the device; ImageNet streams from workers
         dm.use_device(trainer.strategy.root_device)
 
-    last = ckpt_dir / "last.ckpt"
-    resumed_from = str(last) if cfg.resume and last.is_file() else None
+    record = dict(cfg=cfg, model=model, output_dir=output_dir, key=key, info=info, trainer=trainer,
+                  throughput=throughput, divergence=divergence, dm=dm, t_start=t_start,
+                  resumed_from=None if resume_from is None else str(resume_from), overrides=overrides)
     status, reason = "ok", None
+    final: dict[str, float] = {}
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=resumed_from)
-        train_acc = trainer.callback_metrics.get("train/acc")  # before validate/test reset the metrics
-        if divergence.reason:
-            status, reason = "diverged", divergence.reason
-        final = {}
-        if has_val:
-            final.update(trainer.validate(model, datamodule=dm, verbose=False)[0])
-        final.update(trainer.test(model, datamodule=dm, verbose=False)[0])
-        best_test = None
-        if has_val and checkpoint.best_model_path and status == "ok":
-            best_test = trainer.test(model, datamodule=dm, ckpt_path=checkpoint.best_model_path,
-                                     verbose=False)[0]["test/acc"]
+        with lightning_handles_signals():
+            trainer.fit(model, datamodule=dm, ckpt_path=resume_from, weights_only=True)
+            if divergence.reason:
+                status, reason = "diverged", divergence.reason
+            elif divergence.dead_at_end:  # died before the window closed: still not a result to report as ok
+                status, reason = "diverged", (f"final ReLU dead at the end: {divergence.live_fraction:.1%} of "
+                                              f"images had any class score > 0 (loss at ln {cfg.data.num_classes})")
+            final.update(_final_validation(trainer, model, dm, has_val))
+            final.update(trainer.test(model, datamodule=dm, verbose=False)[0])
+            best = _best_checkpoint(checkpoint, trainer, has_val and status == "ok")
+            if best is not None:  # the best-validation checkpoint, when it is not the final model: its weights
+                # only (trainer.test(ckpt_path=...) would also restore its callbacks' states over the final ones)
+                model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+                model.test_prefix = BEST_TEST
+                final.update(trainer.test(model, datamodule=dm, verbose=False)[0])
+                model.test_prefix = "test"
+            elif has_val and status == "ok" and "test/acc" in final:
+                final[f"{BEST_TEST}/acc"] = final["test/acc"]  # the final model is the best-validation one
     except UserError:
         raise
+    except (SystemExit, KeyboardInterrupt) as e:  # Lightning's answer to SIGTERM (exit 0!) and Ctrl-C (exit 1)
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+        sig = "SIGTERM" if isinstance(e, SIGTERMException) else "SIGINT"
+        msg = (f"interrupted by {sig} in epoch {trainer.current_epoch + 1}; "
+               + ("checkpoints/last.ckpt kept: the same command resumes" if (ckpt_dir / "last.ckpt").is_file()
+                  else "no checkpoint yet: the same command starts over"))
+        _finish_loggers(trainer, _record(status="interrupted", reason=msg, final={}, **record))
+        raise RunInterrupted(sig, msg) from None
     except Exception as e:  # a crash is recorded, then re-raised (non-zero exit)
-        metrics = _record(cfg, model, output_dir, "failed", f"{type(e).__name__}: {e}", trainer, throughput,
-                          t_start, {}, None, None, resumed_from)
+        # a DataLoader worker's exception arrives wrapped in its traceback text: its last line is the message
+        message = [line for line in str(e).splitlines() if line.strip()][-1:] or [""]
+        _finish_loggers(trainer, _record(status="failed", reason=f"{type(e).__name__}: {message[0].strip()}",
+                                         final={}, **record))
         raise
-    metrics = _record(cfg, model, output_dir, status, reason, trainer, throughput, t_start, final,
-                      best_test, None if train_acc is None else float(train_acc), resumed_from)
+    metrics = _record(status=status, reason=reason, final=final, **record)
     _finish_loggers(trainer, metrics)
     if trainer.is_global_zero:
         print_summary(metrics)
     return metrics
 
 
-def _err(acc):
+def _final_validation(trainer: L.Trainer, model: ImageClassifier, dm, has_val: bool) -> dict[str, float]:
+    """The final model's validation metrics: those of the fit's last epoch when it validated after
+    training the last epoch (the usual case), else one validate() pass (a resumed run that had finished
+    fitting, an epoch cut short by an early stop)."""
+    if not has_val:
+        return {}
+    last = model.last_validation
+    if last is not None and last[0] == trainer.current_epoch - 1 and last[1] == trainer.global_step:
+        return last[2]
+    return trainer.validate(model, datamodule=dm, verbose=False)[0]
+
+
+def _best_checkpoint(checkpoint: ModelCheckpoint, trainer: L.Trainer, wanted: bool) -> Optional[str]:
+    """The best-validation checkpoint when it is another epoch's than the final model's, else None."""
+    path = checkpoint.best_model_path
+    if not wanted or not path or not Path(path).is_file():
+        return None
+    epoch = _readable_checkpoint(Path(path))
+    return None if epoch == trainer.current_epoch - 1 else path
+
+
+def _err(acc: Optional[float]) -> Optional[float]:
     return None if acc is None else 1.0 - acc
 
 
-def _record(cfg, model, output_dir, status, reason, trainer, throughput, t_start, final, best_test,
-            train_acc, resumed_from) -> dict[str, Any]:
-    val_acc, test_acc = final.get("val/acc"), final.get("test/acc")
+def _slurm_job_id() -> Optional[str]:
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
+def _record(*, cfg, model, output_dir, key, info, trainer, throughput, divergence, dm, t_start, resumed_from,
+            overrides, status, reason, final) -> dict[str, Any]:
+    def f(name: str) -> Optional[float]:
+        v = final.get(name)
+        return None if v is None else float(v)
+
+    train_acc, val_acc, test_acc, best = throughput.train_acc, f("val/acc"), f("test/acc"), f(f"{BEST_TEST}/acc")
     images_per_s = throughput.images_per_s  # per process; DDP ranks step in lockstep: x world_size = global
-    metrics = {
-        "status": status, "reason": reason,
-        "model": cfg.model.name, "family": cfg.model.get("family"), "variant": cfg.model.get("variant"),
-        "data": cfg.data.name, "preprocess": cfg.preprocess.name, "augment": cfg.augment.name,
-        "lr": float(cfg.optimizer.lr), "seed": int(cfg.seed), "batch_size": int(cfg.data.batch_size),
-        "num_params": count_parameters(model.net),
-        "epochs_run": int(trainer.current_epoch), "max_epochs": int(cfg.trainer.max_epochs),
-        "train_acc": train_acc, "train_error": _err(train_acc),
-        "val_acc": val_acc, "val_error": _err(val_acc),
-        "test_acc": test_acc, "test_error": _err(test_acc),
-        "best_val_test_acc": best_test, "best_val_test_error": _err(best_test),
-        "wall_time_s": time.perf_counter() - t_start,
-        "val_acc_top5": final.get("val/acc_top5"), "test_acc_top5": final.get("test/acc_top5"),
-        "train_images_per_s": None if images_per_s is None else images_per_s * trainer.world_size,
-        "world_size": trainer.world_size,  # batch_size is per device: the global batch is batch_size x world_size
-        "resumed_from": resumed_from,
-        "output_dir": str(output_dir),
-        "overrides": _overrides(),
+    sizes = dm.describe()
+    record = RunRecord(
+        status=status, reason=reason, result_key=key,
+        model=cfg.model.name, family=cfg.model.get("family"), variant=cfg.model.get("variant"),
+        data=cfg.data.name, preprocess=cfg.preprocess.name, augment=cfg.augment.name,
+        lr=float(cfg.optimizer.lr), seed=int(cfg.seed), batch_size=int(cfg.data.batch_size),
+        num_params=count_parameters(model.net),
+        epochs_run=int(trainer.current_epoch), max_epochs=int(cfg.trainer.max_epochs),
+        train_size=sizes.get("train"), val_size=sizes.get("val", 0), test_size=sizes.get("test"),
+        images_seen=divergence.images_seen,
+        train_acc=train_acc, train_error=_err(train_acc), val_acc=val_acc, val_error=_err(val_acc),
+        test_acc=test_acc, test_error=_err(test_acc), best_val_test_acc=best, best_val_test_error=_err(best),
+        val_acc_top5=f("val/acc_top5"), test_acc_top5=f("test/acc_top5"), val_live_fraction=f("val/live_fraction"),
+        wall_time_s=time.perf_counter() - t_start,
+        train_images_per_s=None if images_per_s is None else images_per_s * trainer.world_size,
+        world_size=trainer.world_size, resumed_from=resumed_from, output_dir=str(output_dir), overrides=overrides,
         # what ran, which is not always what was asked: Lightning runs 16-mixed as bf16-mixed on a CPU
-        "device": str(trainer.strategy.root_device), "precision": str(trainer.precision),
-        "precision_requested": str(cfg.trainer.precision),
-        "versions": versions(), "git_commit": git_commit(),
-    }
+        device=str(trainer.strategy.root_device), precision=str(trainer.precision),
+        precision_requested=str(cfg.trainer.precision), slurm_job_id=_slurm_job_id(),
+        wandb_run_id=info.get("wandb_run_id") if cfg.logger.name == "wandb" else None,
+        versions=runs.versions(), git_commit=runs.git_commit(),
+    )
     if trainer.is_global_zero:
-        write_metrics(output_dir, metrics)
-    return metrics
+        runs.write_record(output_dir, record)
+    return record.to_dict()
 
 
 def _in_multirun() -> bool:

@@ -32,7 +32,7 @@ from torch import nn
 from allconv_sweep.attribution import RULES, activation_layer, evaluating, forward_to, layer_names, reconstruct
 from allconv_sweep.config import config_dir
 from allconv_sweep.errors import UserError
-from allconv_sweep.results import ensure_writable
+from allconv_sweep.runs import ensure_writable
 
 TARGETS = ("units", "class", "filters")
 SPLITS = ("train", "val", "test")
@@ -122,7 +122,7 @@ def load_model(ckpt: str):
     from allconv_sweep.module import ImageClassifier  # lightning: imported only when there is a file to read
 
     try:
-        model = ImageClassifier.load_from_checkpoint(str(path), map_location="cpu")
+        model = ImageClassifier.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 - pickle, zip, key and shape errors all mean "not one of ours"

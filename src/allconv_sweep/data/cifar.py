@@ -7,6 +7,7 @@ that a corrupt file is named in the error.
 
 from __future__ import annotations
 
+import io
 import pickle
 import warnings
 import urllib.error
@@ -20,6 +21,33 @@ from torchvision.datasets.utils import check_integrity, download_and_extract_arc
 from allconv_sweep.errors import UserError
 
 DATASETS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+# The globals a real CIFAR "python version" file can name: numpy's array reconstruction (numpy < 2 and
+# >= 2 spell the module differently) and dtypes; dicts, lists, strings, bytes and numbers need none.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol-5 arrays
+    ("_codecs", "encode"),  # how Python 2 pickles of bytes arrays come back under encoding="latin1"
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """A dataset file is data, never code: only the types the real batch files hold may be built.
+    A pickle naming any other global (os.system, builtins.eval, ...) is refused before it runs."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused global {module}.{name}: not part of the CIFAR file format")
+
+
+def load_batch(path: Path) -> object:
+    """One CIFAR batch/meta file through the restricted unpickler (never pickle.load)."""
+    with open(path, "rb") as f:
+        return _CifarUnpickler(io.BufferedReader(f), encoding="latin1").load()
 
 
 def _files(cls, root: Path) -> list[tuple[Path, str]]:
@@ -92,22 +120,32 @@ def read_cifar(name: str, root: Path) -> dict[str, tuple[torch.Tensor, torch.Ten
                 warnings.warn(f"{name}: {path} is missing; training on the files that are present")
                 continue
             try:
-                with open(path, "rb") as f:
-                    entry = pickle.load(f, encoding="latin1")
-                data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-                labels = np.asarray(entry[label_key], dtype=np.int64)
+                entry = load_batch(path)
+                if not isinstance(entry, dict) or "data" not in entry or label_key not in entry:
+                    raise ValueError(f"not a CIFAR batch (a dict with 'data' and '{label_key}')")
+                raw = entry["data"]
+                if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8 or raw.ndim != 2 or raw.shape[1] != 3072:
+                    what = f"{raw.dtype} array of shape {raw.shape}" if isinstance(raw, np.ndarray) else type(raw).__name__
+                    raise ValueError(f"'data' is a {what}; the format stores uint8 rows of 3072 values")
+                data = raw.reshape(-1, 3, 32, 32)
+                labels = np.asarray(entry[label_key])
+                if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+                    raise ValueError(f"'{label_key}' is not a list of integers")
+                labels = labels.astype(np.int64)
                 if len(labels) != len(data):
                     raise ValueError(f"{len(data)} images but {len(labels)} labels")
+                bad = labels[(labels < 0) | (labels >= NUM_CLASSES[name])]
+                if len(bad):
+                    raise ValueError(f"label {int(bad[0])} outside 0..{NUM_CLASSES[name] - 1}")
             except Exception as e:  # noqa: BLE001 - any unreadable file is named
-                raise UserError(f"{name}: cannot read {path} ({type(e).__name__}: {str(e)[:80]}); "
-                                f"the file is corrupt: replace it") from None
+                raise UserError(f"{name}: cannot read {path} ({type(e).__name__}: {str(e)[:120]}); "
+                                f"the file is corrupt or not a CIFAR file: replace it") from None
             xs.append(data)
             ys.append(labels)
         out[split] = (torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
     meta_path = root / cls.base_folder / cls.meta["filename"]
     try:
-        with open(meta_path, "rb") as f:
-            out["classes"] = list(pickle.load(f, encoding="latin1")[cls.meta["key"]])
+        out["classes"] = [str(c) for c in load_batch(meta_path)[cls.meta["key"]]]
     except Exception:  # noqa: BLE001
         raise UserError(f"{name}: cannot read {meta_path}: the file is corrupt: replace it") from None
     return out

@@ -6,7 +6,6 @@ batches (sliced on the device, or a DataLoader) -> whole-batch augmentation afte
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import lightning as L

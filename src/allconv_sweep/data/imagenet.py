@@ -59,6 +59,18 @@ class _ClassSubsetFolder(ImageFolder):
     def find_classes(self, directory):  # noqa: D102 - torchvision's hook for a class subset
         return self._classes, {c: i for i, c in enumerate(self._classes)}
 
+    def __getitem__(self, index: int):
+        try:
+            return super().__getitem__(index)
+        except (OSError, ValueError) as e:  # PIL: truncated or not an image (raised in a DataLoader worker)
+            path = self.samples[index][0]
+            raise UndecodableImage(f"imagenet: cannot decode {path} ({type(e).__name__}: {e}); "
+                                   f"remove or replace the file") from None
+
+
+class UndecodableImage(RuntimeError):
+    """A training or evaluation image that cannot be decoded; the run ends failed with the file named."""
+
 
 class ImageNetDataModule(L.LightningDataModule):
     """``data=imagenet``: train / val (/ test, the val folder by default) ImageFolders."""

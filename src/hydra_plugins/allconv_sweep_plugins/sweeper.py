@@ -3,8 +3,12 @@
 Set by sweeps/_common.yaml (hydra.sweeper._target_). Before launching it composes every job's config
 (allconv_sweep.sweep.plan) and then:
 - `sweep.dry_run=true`: prints the jobs with their folders and state, launches and writes nothing;
-- skips jobs whose metrics.json says ok or diverged (a re-run of a sweep trains nothing new), launches
-  the rest (unfinished ones resume from their last.ckpt inside train());
+- skips jobs whose folder holds a finished run of the same result key (a re-run of a sweep trains nothing
+  new), launches the rest (unfinished ones resume from their last.ckpt inside train()); a folder holding a
+  run of another config stops the sweep before anything is launched (one line per job, exit 2);
+- holds a lock on the sweep folder while it runs: a second sweep into the same folder is refused;
+- a signal (SIGTERM, SIGINT) stops launching: the interrupted job records `interrupted`, the report is
+  written, and the command exits 128 + the signal's number (the same command resumes);
 - never raises for a failed job: every job of the sweep runs, and the report callback lists failures;
 - refuses, in one line, bad values and Lightning DDP inside a local multirun (allconv_sweep.sweep.check_ddp);
 - the seeds sweep (sweep.from set): jobs are built from another sweep's chosen runs, with more seeds.
@@ -36,7 +40,8 @@ def _user_error(exc: BaseException) -> Optional[BaseException]:
 
 
 def _exit_user_error(exc: BaseException) -> None:
-    print(f"error: {exc}", file=sys.stderr)
+    for line in str(exc).splitlines():
+        print(f"error: {line}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -60,10 +65,11 @@ class PaperSweeper(BasicSweeper):
         kind = plan_mod.launcher_kind(cfg)
         try:
             if name == "_common" or OmegaConf.select(cfg, "sweep.name", default=None) is None:
+                from allconv_sweep.cli_checks import group_options
                 raise UserError("+sweep=_common is the part every sweep shares, not a sweep; choose one of: "
-                                "lr_grid, pooling_ablation, cifar100, augmented, seeds")
+                                + ", ".join(group_options("sweep") or []))
             sweep_node = cfg.get("sweep") or {}
-            if "from" in sweep_node:  # the seeds sweep
+            if "from" in sweep_node:  # the seeds and final sweeps: jobs from another sweep's chosen runs
                 job_lists: Sequence[Sequence[str]] = plan_mod.seed_jobs(cfg, arguments)
             else:
                 parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -79,20 +85,61 @@ class PaperSweeper(BasicSweeper):
             print("dry run: nothing launched, nothing written")
             return []
 
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        from allconv_sweep import runs
+        from allconv_sweep.errors import RunInterrupted, note_interrupt
+
+        try:
+            plan_mod.refuse_mismatches(jobs, sweep_dir)
+            runs.ensure_writable(sweep_dir)
+            folder_lock = runs.lock(sweep_dir, "sweep")  # released when the jobs are done (or the process dies)
+        except UserError as e:
+            _exit_user_error(e)
+        note_interrupt(None)  # a fresh sweep (tests run several in one process)
         OmegaConf.save(cfg, sweep_dir / ("multirun.yaml" if name == sweep_dir.name else f"multirun.{name}.yaml"))
         plan_mod.write_manifest(sweep_dir, name, jobs)
-        todo = [j for j in jobs if j.state not in plan_mod.FINISHED]
+        todo = [j for j in jobs if j.todo]
         log.info(f"sweep {name} in {sweep_dir}: {len(jobs)} jobs; {plan_mod.summary(jobs)}")
         returns = []
         size = self.max_batch_size or len(todo) or 1
-        for start in range(0, len(todo), size):
-            batch = [j.overrides for j in todo[start:start + size]]
-            # A failed job is recorded (metrics.json status failed, or no metrics.json) and listed by the
-            # report; unlike BasicSweeper we do not raise here, so every job of the sweep runs.
-            try:
-                returns.append(self.launcher.launch(batch, initial_job_idx=start))
-            except Exception:  # noqa: BLE001 - e.g. a SLURM job killed past its requeues: report, don't abort
-                log.exception("a job of this batch ended without a result; the report counts it as missing "
-                              "(jobs already submitted to a cluster keep running: re-run the command to collect them)")
+        try:
+            with _signals_raise():
+                for start in range(0, len(todo), size):
+                    batch = [j.overrides for j in todo[start:start + size]]
+                    # A failed job is recorded (metrics.json status failed, or no metrics.json) and listed by the
+                    # report; unlike BasicSweeper we do not raise here, so every job of the sweep runs.
+                    try:
+                        returns.append(self.launcher.launch(batch, initial_job_idx=start))
+                    except RunInterrupted as e:  # a signal: stop launching; the report says what is unfinished
+                        log.error("sweep interrupted (%s): %s", e.signame, e)
+                        note_interrupt(e)
+                        break
+                    except Exception:  # noqa: BLE001 - e.g. a SLURM job killed past its requeues: report, don't abort
+                        log.exception("a job of this batch ended without a result; the report counts it as missing "
+                                      "(jobs already submitted to a cluster keep running: re-run the command to collect them)")
+        finally:
+            folder_lock.release()
         return returns
+
+
+class _signals_raise:
+    """While the sweep launches jobs, SIGTERM in this process raises RunInterrupted where Lightning is not
+    handling it (between jobs, or while the gpus launcher waits for its workers); inside a job's fit,
+    Lightning's own handler runs first and stops the job at the next batch (train() records it)."""
+
+    def __enter__(self):
+        import signal
+
+        from allconv_sweep.errors import RunInterrupted, lightning_is_handling_signals
+
+        def handler(signum, frame):
+            if not lightning_is_handling_signals():
+                raise RunInterrupted("SIGTERM", "SIGTERM received while the sweep was launching or waiting")
+
+        self._old = signal.signal(signal.SIGTERM, handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        signal.signal(signal.SIGTERM, self._old)
+        return False
