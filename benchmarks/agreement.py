@@ -190,14 +190,14 @@ def logits_under(model, x: torch.Tensor, variant: str, device: torch.device, bat
 
 def eval_check(ckpt: Path, variants: list[str], data_root: str | None, device: torch.device,
                batch: int) -> dict[str, Any]:
-    from allconv_sweep.data import build_datamodule
-    from allconv_sweep.visualize import load_model
+    from allconv_sweep.data import datamodule_from
+    from allconv_sweep.module import load_checkpoint
 
-    model = load_model(str(ckpt))
-    cfg = dict(model.cfg)
+    model = load_checkpoint(str(ckpt))
+    cfg = dict(model.config)
     if data_root:
         cfg["data"] = {**cfg["data"], "root": data_root}
-    dm = build_datamodule(cfg)
+    dm = datamodule_from(cfg)
     dm.prepare_data()
     dm.setup()
     rows = []

@@ -57,13 +57,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # runnable from a checkout without the editable install
     sys.path.insert(0, str(ROOT / "src"))
 
+from allconv_sweep import callbacks as callbacks_mod  # noqa: E402
 from allconv_sweep import train as train_mod  # noqa: E402
 from allconv_sweep.callbacks import Throughput  # noqa: E402
 from allconv_sweep.config import compose, to_container  # noqa: E402
 from allconv_sweep.console import console  # noqa: E402
 from allconv_sweep.data.augment import flip_translate  # noqa: E402
 from allconv_sweep.data.loader import TensorBatches  # noqa: E402
-from allconv_sweep.module import build_from_config  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
 from allconv_sweep.runs import versions  # noqa: E402
 
 PRECISIONS = {"32-true": "fp32", "bf16-mixed": "bf16"}
@@ -162,7 +163,7 @@ def train_flops_per_image(cfg: dict) -> float:
     """FLOPs of one training step (forward + backward) per image, counted on a batch of 2 on the CPU."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    net = build_from_config(cfg).train()
+    net = instantiate(cfg["model"]).train()
     x = torch.randn(2, 3, 32, 32)
     y = torch.zeros(2, dtype=torch.long)
     with FlopCounterMode(display=False) as counter:
@@ -234,21 +235,21 @@ class ClockedThroughput(Throughput):
 # -- the rows --------------------------------------------------------------------------------------
 def run_plain(model: str, batch: int, precision: str, args, warmup: int, steps: int) -> dict:
     """The reference: the loop anyone would write by hand, on the same data the framework gets."""
-    from allconv_sweep.data import ImageDataModule
+    from allconv_sweep.data import datamodule_from
 
     dev = args.device
     n_train = batch * (warmup + steps)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = to_container(composed(overrides(model, batch, n_train, precision, args), tmp))
-    dm = ImageDataModule(cfg["data"], cfg["preprocess"], cfg["augment"], seed=args.seed)
+    dm = datamodule_from(cfg)
     dm.setup()
     x, y = (t.to(dev) for t in dm.splits["train"])
     torch.manual_seed(args.seed)
-    net = build_from_config(cfg).to(dev)
+    net = instantiate({**cfg["model"], "channels_last": False, "compile": False}).to(dev)
     if args.channels_last:
         net = net.to(memory_format=torch.channels_last)
     fwd = torch.compile(net) if args.compile else net
-    o = cfg["optimizer"]
+    o = cfg["optimizer"]  # the same SGD, written out as anyone would
     opt = torch.optim.SGD(net.parameters(), lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
                           nesterov=bool(o["nesterov"]))
     autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16-mixed"
@@ -288,22 +289,23 @@ def quiet_framework():
 
 
 def run_framework(model: str, batch: int, precision: str, on_device: bool, args, warmup: int, steps: int) -> dict:
-    """``train(cfg)`` as the CLI runs it; only its Throughput callback is swapped for a clocked one."""
-    if not hasattr(train_mod, "Throughput"):
-        raise RuntimeError("allconv_sweep.train no longer creates a Throughput callback: update "
-                           "benchmarks/throughput.py:run_framework to time the training steps")
+    """``train(cfg)`` as the CLI runs it; only its Throughput callback (callbacks.throughput's _target_,
+    allconv_sweep.callbacks.Throughput) is swapped for a clocked one."""
     n_train = batch * (warmup + steps)
     clock = Clock(args.device, warmup, steps)
     mem = PeakMemory(args.device)
-    original = train_mod.Throughput
+    original = callbacks_mod.Throughput
     with tempfile.TemporaryDirectory() as tmp, quiet_framework():
         cfg = composed(overrides(model, batch, n_train, precision, args, on_device), tmp)
-        train_mod.Throughput = lambda: ClockedThroughput(clock)
+        if cfg.callbacks.throughput._target_ != "allconv_sweep.callbacks.Throughput":
+            raise RuntimeError("callbacks.throughput no longer names allconv_sweep.callbacks.Throughput: update "
+                               "benchmarks/throughput.py:run_framework to time the training steps")
+        callbacks_mod.Throughput = lambda: ClockedThroughput(clock)  # what instantiate() looks up
         try:
             mem.reset()
             metrics = train_mod.train(cfg)
         finally:
-            train_mod.Throughput = original
+            callbacks_mod.Throughput = original
     if metrics["status"] == "failed":
         raise RuntimeError(f"framework run failed: {metrics['reason']}")
     return {"images_per_s": clock.images_per_s, "peak_mem_mib": mem.read_mib()}

@@ -123,6 +123,16 @@ def wandb_run_records(path: Path) -> list:
     return wandb_records(path, "run")
 
 
+def wandb_config(path: Path) -> dict:
+    """The run's config: what it started with and every later update (log_hyperparams), later ones win."""
+    config: dict = {}
+    for record in wandb_records(path, "run") + wandb_records(path, "config"):
+        for item in (record.config.update if hasattr(record, "config") else record.update):
+            key = item.key or ".".join(item.nested_key)
+            config[key] = json.loads(item.value_json)
+    return config
+
+
 def wandb_summary(path: Path) -> dict:
     """The run's summary as the log leaves it (later updates win)."""
     summary: dict = {}
@@ -137,7 +147,6 @@ def assert_close_to_scale(actual, expected, rel: float, what: str = "") -> None:
     """|actual - expected| small against the tensor's own scale (its norm, and its largest entry), not
     element by element: oneDNN sums in a different order on another CPU (AVX-512/AMX against AVX2), and an
     entry near 0 then differs by a few % while the tensor agrees to ~1e-6 of its size."""
-    import torch
 
     diff = (actual - expected).double()
     scale = expected.double()

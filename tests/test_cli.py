@@ -33,8 +33,8 @@ def test_smoke_experiment_end_to_end(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["model=all_cnn_x"], "model=all_cnn_x: no such model; did you mean all_cnn_c? valid: all_cnn_a,"),
     (["optimizer.lrr=0.1"], "optimizer.lrr: no such key; did you mean lr? valid keys in optimizer:"),
-    (["optimizer.lr=-0.05"], "optimizer.lr=-0.05: must be a positive, finite number"),
-    (["data.batch_size=0"], "data.batch_size=0: must be a positive integer"),
+    (["optimizer.lr=-0.05"], "optimizer.lr=-0.05: must be a finite number > 0"),
+    (["data.batch_size=0"], "data.batch_size=0: must be an integer > 0"),
     (["data.download=false"], "cifar-10-batches-py/"),  # missing data: names the folder and the archive
     (["hydra.run.dir=/proc/allconv/run"], "output folder /proc/allconv/run is not writable"),
 ])

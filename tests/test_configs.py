@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from allconv_sweep.config import compose, config_dir, to_container
+from hydra.utils import instantiate
+
+from allconv_sweep.data import datamodule_from
 from allconv_sweep.data.datamodule import ImageDataModule
 from allconv_sweep.module import ImageClassifier
 
@@ -28,7 +31,7 @@ def test_default_config_is_the_papers_protocol():
     assert cfg.augment.name == "none" and cfg.optimizer.lr == 0.05 and cfg.optimizer.momentum == 0.9
     assert cfg.optimizer.weight_decay == 0.001 and cfg.data.batch_size == 128 and cfg.trainer.max_epochs == 350
     assert list(cfg.scheduler.milestones) == [200, 250, 300] and cfg.scheduler.gamma == 0.1
-    assert cfg.model.final_relu is True and cfg.model.init == "xavier_uniform" and cfg.logger.name == "csv"
+    assert cfg.model.final_relu is True and cfg.model.init == "xavier_uniform" and list(cfg.logger) == ["csv"]
     assert cfg.preprocess.gcn_scale == 55.0 and cfg.preprocess.zca_filter_bias == 0.1 and cfg.data.val_size == 5000
 
 
@@ -37,10 +40,10 @@ def test_model_and_datamodule_instantiate(data):
     cfg = compose([f"data={data}", "preprocess=none"])
     cfg.paths.output_dir = "unused"
     r = to_container(cfg)
-    model = ImageClassifier(r)
+    model = ImageClassifier(instantiate(r["model"]), r["data"]["num_classes"], config=r)
     assert model.num_classes == r["data"]["num_classes"]
-    dm = ImageDataModule(r["data"], r["preprocess"], r["augment"])  # constructing reads nothing from disk
-    assert dm.num_classes == r["data"]["num_classes"]
+    dm = datamodule_from(r)  # constructing reads nothing from disk
+    assert isinstance(dm, ImageDataModule) and dm.num_classes == r["data"]["num_classes"]
 
 
 def test_every_config_folder_ships_in_the_wheel():

@@ -17,7 +17,8 @@ import torch
 
 from allconv_sweep.data.augment import flip_translate
 from allconv_sweep.data.cifar import ensure_cifar, read_cifar
-from allconv_sweep.data.datamodule import ImageDataModule, stratified_split
+from allconv_sweep.data import datamodule_from
+from allconv_sweep.data.datamodule import CifarDataModule, FakeDataModule, stratified_split
 from allconv_sweep.data import whitening
 from allconv_sweep.data.whitening import ZCA, fit_zca_cached, global_contrast_normalize
 from allconv_sweep.errors import UserError
@@ -159,16 +160,16 @@ def test_datamodule_fits_gcn_zca_on_the_training_split_only(tmp_path):
     write_cifar10(tmp_path / "d", per_batch=60)
     data = {"name": "cifar10", "num_classes": 10, "root": str(tmp_path / "d"), "download": False, "verify": False,
             "val_size": 50, "split_seed": 0, "classes": None, "batch_size": 16, "eval_batch_size": 50,
-            "on_device": False, "num_workers": 0, "image_size": 32}
-    dm = ImageDataModule(data, {"name": "gcn_zca", "gcn_scale": 55.0, "zca_filter_bias": 0.1}, {"name": "none"},
-                         cache_dir=str(tmp_path / "cache"))
+            "on_device": False, "num_workers": 0, "image_size": 32,
+            "preprocess": {"name": "gcn_zca", "gcn_scale": 55.0, "zca_filter_bias": 0.1}, "augment": {"name": "none"},
+            "cache_dir": str(tmp_path / "cache")}
+    dm = CifarDataModule(**data)
     dm.setup()
     assert dm.describe() == {"train": 250, "val": 50, "test": 60} and dm.cache_hit is False
     xt = dm.splits["train"][0].flatten(1)
     assert torch.allclose(xt.mean(0), torch.zeros(3072), atol=1e-3)  # centred with the training mean
     assert xt.shape[1] == 3072 and not torch.allclose(dm.splits["val"][0].flatten(1).mean(0), torch.zeros(3072), atol=1e-3)
-    dm2 = ImageDataModule(data, {"name": "gcn_zca", "gcn_scale": 55.0, "zca_filter_bias": 0.1}, {"name": "none"},
-                          cache_dir=str(tmp_path / "cache"))
+    dm2 = CifarDataModule(**data)
     dm2.setup()
     assert dm2.cache_hit is True and torch.equal(dm2.splits["test"][0], dm.splits["test"][0])
 
@@ -186,12 +187,12 @@ def test_class_subset_relabels_and_val_size_too_large(cfg_factory):
     cfg = cfg_factory(["data.classes=[2,5,7]", "data.num_classes=3", "data.val_size=30", "data.train_size=400"])
     from allconv_sweep.config import to_container
     r = to_container(cfg)
-    dm = ImageDataModule(r["data"], r["preprocess"], r["augment"])
+    dm = datamodule_from(r)
     dm.setup()
     assert set(dm.splits["train"][1].tolist()) == {0, 1, 2} and dm.class_names == ["class_2", "class_5", "class_7"]
     r["data"]["val_size"] = 10_000
     with pytest.raises(UserError, match=r"data.val_size=10000 but the training set has \d+ images"):
-        ImageDataModule(r["data"], r["preprocess"], r["augment"]).setup()
+        datamodule_from(r).setup()
 
 
 # -- augmentation ----------------------------------------------------------------------------------
@@ -213,9 +214,8 @@ def test_flip_translate_moves_pixels_and_keeps_labels():
                     ok = ok or torch.equal(ref, out[i])
         assert ok
     # through the data module: labels untouched, augmentation only while training
-    from allconv_sweep.data.datamodule import ImageDataModule as DM
-    dm = DM({"name": "fake", "num_classes": 10, "batch_size": 2, "eval_batch_size": 2, "val_size": 0},
-            {"name": "none"}, {"name": "flip_translate", "max_shift": 5, "flip": True})
+    dm = FakeDataModule(name="fake", num_classes=10, batch_size=2, eval_batch_size=2, val_size=0,
+                        preprocess={"name": "none"}, augment={"name": "flip_translate", "max_shift": 5, "flip": True})
     y = torch.tensor([3, 7])
     dm.trainer = type("T", (), {"training": True})()
     ax, ay = dm.on_after_batch_transfer((x, y), 0)

@@ -19,10 +19,10 @@ from PIL import Image
 
 from allconv_sweep import config as config_mod
 from allconv_sweep.config import compose
-from allconv_sweep.data import build_datamodule
+from allconv_sweep.data import datamodule_from
 from allconv_sweep.data.imagenet import ImageNetDataModule
 from allconv_sweep.errors import UserError
-from allconv_sweep.module import build_from_config
+from hydra.utils import instantiate
 from allconv_sweep.nets import count_parameters, feature_size_before_pool
 
 PAPER_PARAMS = 9_372_840  # conf/model/all_cnn_imagenet.yaml lists it per layer
@@ -62,7 +62,7 @@ def _resolved(overrides: list[str]) -> dict:
 
 
 def _dm(root: Path, extra: list[str] | None = None) -> ImageNetDataModule:
-    dm = build_datamodule(_resolved(["model=all_cnn_imagenet", "data=imagenet", f"data.root={root}",
+    dm = datamodule_from(_resolved(["model=all_cnn_imagenet", "data=imagenet", f"data.root={root}",
                                      f"data.num_classes={len(CLASSES)}", *FAST, *(extra or [])]))
     assert isinstance(dm, ImageNetDataModule)
     return dm
@@ -72,7 +72,7 @@ def _dm(root: Path, extra: list[str] | None = None) -> ImageNetDataModule:
 
 def test_network_parameters_outputs_and_6x6_map():
     cfg = _resolved(["model=all_cnn_imagenet", "data=imagenet"])
-    net = build_from_config(cfg).eval()
+    net = instantiate(cfg["model"]).eval()
     assert count_parameters(net) == PAPER_PARAMS
     assert feature_size_before_pool(net, 224) == (6, 6)
     convs = [n for n, m in net.named_children() if isinstance(m, torch.nn.Conv2d)]
@@ -169,8 +169,10 @@ def test_more_classes_asked_than_found_and_wrong_groups(tiny_imagenet):
         _dm(tiny_imagenet, ["augment=flip_translate"])
     with pytest.raises(UserError, match="preprocess=gcn_zca does not apply"):
         _dm(tiny_imagenet, ["preprocess=gcn_zca"])
-    with pytest.raises(UserError, match="needs at least 59"):
-        _dm(tiny_imagenet, ["data.image_size=32"])
+    cfg = compose(["model=all_cnn_imagenet", "data=imagenet", "data.image_size=32"])
+    cfg.paths.output_dir = "unused"
+    with pytest.raises(UserError, match="data.image_size=32: the ImageNet network needs at least 59"):
+        config_mod.validate(cfg)  # the schema's check (allconv_sweep/schema.py), before any data is read
 
 
 # -- several devices: one run, two processes --------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from allconv_sweep.config import compose
-from allconv_sweep.module import build_from_config
+from hydra.utils import instantiate
 from allconv_sweep.nets import build_network, count_parameters, feature_size_before_pool
 from allconv_sweep.errors import UserError
 from omegaconf import OmegaConf
@@ -24,11 +24,11 @@ NAMES = [f"{v}_{f}" for f in FAMILIES for v in VARIANTS]
 def _resolved(name: str, overrides: tuple[str, ...]) -> dict:
     cfg = compose([f"model={name}", *overrides])
     cfg.paths.output_dir = "unused"
-    return OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
 def net_for(name: str, *overrides: str) -> nn.Sequential:
-    return build_from_config(_resolved(name, overrides))
+    return instantiate(_resolved(name, overrides)["model"])
 
 
 def test_twelve_configs_exist():

@@ -20,7 +20,7 @@ def test_all_cnn_c_learns_the_real_cifar10_head(cfg_factory):
     root = shared_cifar("cifar10")
     cfg = cfg_factory([f"data.root={root}", "data.verify=false", "data.download=false", "data.val_size=500",
                        "model.final_relu=false", "trainer.max_epochs=4", "scheduler.gamma=1.0",
-                       "divergence.chance_images=null"],
+                       "callbacks.divergence.chance_images=null"],
                       tiny=False)
     cfg.trainer.enable_progress_bar = False
     cfg.print_config = False

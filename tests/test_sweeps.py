@@ -21,7 +21,7 @@ from allconv_sweep.config import compose
 from allconv_sweep.errors import UserError
 from allconv_sweep.launch import Slot, plan_slots
 
-from conftest import job_dirs, metrics, multirun, wandb_run_records, wandb_summary
+from conftest import job_dirs, metrics, multirun, wandb_config, wandb_run_records, wandb_summary
 
 LRS = (0.25, 0.1, 0.05, 0.01)
 MODELS = ("model_a", "strided_cnn_a", "convpool_cnn_a", "all_cnn_a", "model_b", "strided_cnn_b", "convpool_cnn_b",
@@ -130,8 +130,8 @@ def test_diverged_and_failed_jobs_are_reported_and_never_stop_the_sweep(tmp_path
 
     monkeypatch.setattr(DivergenceMonitor, "on_train_epoch_end", crash_one)
     # margin 1.0: "still at chance" whatever the accuracy -> diverged; -1.0: never; -0.5: crashes mid-fit
-    code = multirun(["+sweep=lr_grid", "optimizer.lr=0.05", "divergence.chance_images=1",
-                     "divergence.chance_margin=-0.5,1.0,-1.0"], tmp_path)
+    code = multirun(["+sweep=lr_grid", "optimizer.lr=0.05", "callbacks.divergence.chance_images=1",
+                     "callbacks.divergence.chance_margin=-0.5,1.0,-1.0"], tmp_path)
     assert code == 1  # the report says so at the end: a job failed
     sweep = tmp_path / "lr_grid"
     status = {metrics(j)["status"] for j in job_dirs(sweep)}
@@ -155,7 +155,7 @@ def test_wandb_offline_two_jobs_are_two_runs_in_the_sweep_group(tmp_path, monkey
         logs = list((job / "wandb").glob("offline-run-*/run-*.wandb"))
         assert len(logs) == 1  # each job is its own run, in its own folder
         (run,) = wandb_run_records(logs[0])
-        config = {item.key: json.loads(item.value_json) for item in run.config.update}
+        config = wandb_config(logs[0])
         ids.add(run.run_id)
         assert run.run_group == "wb_group" and run.display_name == job.name
         assert {"sweep:wb_group", "family:A", "variant:base", "data:fake"} <= set(run.tags)
@@ -183,7 +183,7 @@ def test_a_plain_multirun_is_one_wandb_group_named_by_its_folder(tmp_path, monke
         (log,) = list((job / "wandb").glob("offline-run-*/run-*.wandb"))
         (run,) = wandb_run_records(log)
         groups.add(run.run_group)
-        assert run.display_name == job.name
+        assert run.display_name == f"model_a-fake-lr{metrics(job)['lr']}-s0"  # tracking.run_name's default
     assert groups == {"2026-12-01_10-11-12"}
 
 
@@ -218,7 +218,7 @@ def test_ddp_inside_a_local_multirun_is_refused_in_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["+sweep=seeds"], "sweep.from is not set"),
     (["+sweep=seeds", "sweep.from=/nonexistent/sweep"], "sweep.from=/nonexistent/sweep: no such folder"),
-    (["+sweep=lr_grid", "optimizer.lr=0.1,-1", "sweep.dry_run=true"], "optimizer.lr=-1: must be a positive, finite number"),
+    (["+sweep=lr_grid", "optimizer.lr=0.1,-1", "sweep.dry_run=true"], "optimizer.lr=-1.0: must be a finite number > 0"),
     (["+sweep=lr_grid", "launcher=gpus", "launcher.n_jobs=0", "sweep.dry_run=true"], "launcher.n_jobs=0: must be"),
     (["+sweep=_common"], "+sweep=_common is the part every sweep shares"),
 ])

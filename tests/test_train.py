@@ -13,7 +13,7 @@ import torch
 from allconv_sweep.errors import UserError
 from allconv_sweep.runs import read_record
 from allconv_sweep.train import train
-from allconv_sweep.module import lr_factor, scaled_milestones
+from allconv_sweep.schedule import scaled_milestones
 
 KEYS = {"status", "model", "data", "preprocess", "augment", "lr", "seed", "batch_size", "num_params", "epochs_run",
         "train_acc", "train_error", "val_acc", "val_error", "test_acc", "test_error", "best_val_test_error",
@@ -89,7 +89,7 @@ def test_huge_learning_rate_ends_diverged_not_crashed(cfg_factory):
     cfg = cfg_factory(["model=model_a", "optimizer.lr=1e6", "trainer.max_epochs=5"])
     m = train(cfg)
     assert m["status"] == "diverged" and m["epochs_run"] < 5
-    assert "non-finite" in m["reason"] or "class score was 0" in m["reason"]
+    assert "is not finite" in m["reason"], m["reason"]  # Lightning's EarlyStopping(check_finite=True)
     assert read_record(cfg.paths.output_dir).status == "diverged"
 
 
@@ -98,8 +98,8 @@ def _dead_model(monkeypatch):
     import allconv_sweep.train as train_mod
 
     class Dead(train_mod.ImageClassifier):
-        def __init__(self, cfg):
-            super().__init__(cfg)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
             torch.nn.init.constant_(self.net.conv9.bias, -100.0)
 
     monkeypatch.setattr(train_mod, "ImageClassifier", Dead)
@@ -108,7 +108,7 @@ def _dead_model(monkeypatch):
 def test_dead_final_relu_stops_once_the_image_window_closes(cfg_factory, monkeypatch):
     """64 training images an epoch, window 100 images: dead at the ends of epochs 1 and 2 (128 images) -> stop."""
     _dead_model(monkeypatch)
-    m = train(cfg_factory(["trainer.max_epochs=6", "optimizer.lr=0.01", "divergence.dead_output_images=100"]))
+    m = train(cfg_factory(["trainer.max_epochs=6", "optimizer.lr=0.01", "callbacks.divergence.dead_output_images=100"]))
     assert m["status"] == "diverged" and m["epochs_run"] == 2 and "final ReLU dead" in m["reason"], m
     assert "128 training images" in m["reason"]
 
@@ -122,7 +122,7 @@ def test_dead_at_the_end_is_diverged_even_before_the_window_closes(cfg_factory, 
 def test_dead_output_is_not_judged_without_a_final_relu(cfg_factory, monkeypatch):
     _dead_model(monkeypatch)
     m = train(cfg_factory(["trainer.max_epochs=2", "optimizer.lr=0.01", "model.final_relu=false",
-                           "divergence.dead_output_images=1"]))
+                           "callbacks.divergence.dead_output_images=1"]))
     assert m["status"] == "ok", m
 
 
@@ -142,7 +142,7 @@ def _epoch(mon, trainer, images, **metrics):
 def test_dead_output_window_counts_images_and_resets_when_alive():
     from allconv_sweep.callbacks import DivergenceMonitor
 
-    mon = DivergenceMonitor(num_classes=10, dead_output_images=10_000, chance_images=None, check_nonfinite=False)
+    mon = DivergenceMonitor(num_classes=10, dead_output_images=10_000, chance_images=None)
     t = _Trainer()
     _epoch(mon, t, 4000, val_live_fraction=0.5)
     _epoch(mon, t, 4000, val_live_fraction=0.005)     # dead since 4,000
@@ -161,10 +161,11 @@ def test_dead_output_window_counts_images_and_resets_when_alive():
 def test_a_slow_healthy_run_like_the_caffe_reference_is_never_stopped():
     """The working Caffe reproduction (batch 256, full set): on the ln 10 plateau with ~50% of images live for
     ~1,000 steps (256k images), learning after. With the config's defaults it must run on."""
-    from allconv_sweep.callbacks import DivergenceMonitor
+    from hydra.utils import instantiate
+
     from allconv_sweep.config import compose
 
-    mon = DivergenceMonitor(num_classes=10, **compose([]).divergence)
+    mon = instantiate(compose([]).callbacks.divergence)  # the windows as configured
     t = _Trainer()
     for epoch in range(12):  # 12 x 45,000 = 540k images, at chance for the first 6 (270k)
         _epoch(mon, t, 45_000, val_live_fraction=0.5, val_acc=0.10 if epoch < 6 else 0.35)
@@ -183,28 +184,57 @@ def test_chance_level_is_detected_after_the_image_window():
 
 
 def test_schedule_keeps_the_papers_shape():
-    sched = {"milestones": [200, 250, 300], "of_epochs": 350, "gamma": 0.1}
-    assert scaled_milestones(sched, 350) == [200, 250, 300]
-    assert scaled_milestones(sched, 35) == [20, 25, 30]
-    assert scaled_milestones(sched, 12) == [7, 9, 10]
+    m = [200, 250, 300]
+    assert scaled_milestones(m, 350, 350) == [200, 250, 300]
+    assert scaled_milestones(m, 350, 35) == [20, 25, 30]
+    assert scaled_milestones(m, 350, 12) == [7, 9, 10]
 
 
 @pytest.mark.parametrize("epochs,expected", [(5, [3, 4]), (4, [2, 3]), (3, [2]), (2, [1]), (1, [])])
 def test_short_schedules_never_stack_two_drops_on_one_epoch(epochs, expected):
     """Rounding 200/250/300 of 350 to 5 epochs gives 3, 4, 4 (two drops at once): spread one epoch apart,
     and dropped where they would land on or after the last epoch."""
-    sched = {"milestones": [200, 250, 300], "of_epochs": 350, "gamma": 0.1}
-    got = scaled_milestones(sched, epochs)
+    got = scaled_milestones([200, 250, 300], 350, epochs)
     assert got == expected and len(set(got)) == len(got) and all(0 < m < epochs for m in got)
-    assert lr_factor(199.9, [200, 250, 300], 0.1, 0) == 1.0
-    assert lr_factor(250, [200, 250, 300], 0.1, 0) == pytest.approx(0.01)
-    assert lr_factor(0.5, [200], 0.1, warmup_epochs=1) == pytest.approx(0.5)
+
+
+def _lrs(schedule, steps: int) -> list[float]:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = schedule(opt)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_the_paper_schedule_is_torch_multistep_per_step():
+    from allconv_sweep.schedule import paper_schedule
+
+    lrs = _lrs(lambda o: paper_schedule(o, milestones=[200, 250, 300], of_epochs=350, gamma=0.1, warmup_epochs=0,
+                                        max_epochs=35, steps_per_epoch=2), 70)
+    assert lrs[39] == pytest.approx(0.1) and lrs[40] == pytest.approx(0.01)
+    assert lrs[50] == pytest.approx(0.001) and lrs[60] == pytest.approx(1e-4) and lrs[69] == pytest.approx(1e-4)
+
+
+def test_warmup_is_linear_then_the_paper_schedule():
+    from allconv_sweep.schedule import paper_schedule
+
+    lrs = _lrs(lambda o: paper_schedule(o, milestones=[200], of_epochs=350, gamma=0.1, warmup_epochs=2,
+                                        max_epochs=35, steps_per_epoch=4), 140)
+    # 8 warm-up steps: LinearLR from lr/8 at step 0 to lr at step 8, in equal steps
+    assert lrs[:9] == pytest.approx([0.1 * (1 / 8 + 7 / 8 * t / 8) for t in range(9)])
+    assert lrs[79] == pytest.approx(0.1) and lrs[80] == pytest.approx(0.01)      # the drop at epoch 20 still at step 80
+    with pytest.raises(UserError, match="warmup_epochs=30 ends after the first lr drop"):
+        _lrs(lambda o: paper_schedule(o, milestones=[200], of_epochs=350, gamma=0.1, warmup_epochs=30,
+                                      max_epochs=35, steps_per_epoch=4), 1)
 
 
 @pytest.mark.parametrize("override,match", [
-    ("optimizer.lr=-0.1", r"optimizer.lr=-0.1: must be a positive, finite number"),
-    ("optimizer.lr=0", r"optimizer.lr=0: must be a positive, finite number"),
-    ("data.batch_size=0", r"data.batch_size=0: must be a positive integer"),
+    ("optimizer.lr=-0.1", r"optimizer.lr=-0.1: must be a finite number > 0"),
+    ("optimizer.lr=0", r"optimizer.lr=0.0: must be a finite number > 0"),
+    ("data.batch_size=0", r"data.batch_size=0: must be an integer > 0"),
     ("data.val_size=100000", r"data.val_size=100000 but the training set has"),
 ])
 def test_bad_values_stop_before_training_without_metrics(cfg_factory, override, match):
@@ -233,9 +263,12 @@ def test_finetune_loads_every_layer_but_the_class_conv(cfg_factory):
     from allconv_sweep.module import ImageClassifier
     from allconv_sweep.train import _finetune
 
-    model = ImageClassifier(to_container(cfg))
+    from hydra.utils import instantiate
+
+    resolved = to_container(cfg)
+    model = ImageClassifier(instantiate(resolved["model"]), 3, config=resolved)
     _finetune(model, str(ckpt))
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert torch.equal(model.net.conv1.weight, state["net.conv1.weight"])
     assert torch.equal(model.net.conv4.weight, state["net.conv4.weight"])
     assert model.net.conv5.weight.shape[0] == 3 and state["net.conv5.weight"].shape[0] == 10
@@ -243,10 +276,10 @@ def test_finetune_loads_every_layer_but_the_class_conv(cfg_factory):
 
 
 @pytest.mark.parametrize("override,match", [
-    ("optimizer.lr=nan", r"optimizer.lr=nan: must be a positive, finite number"),
-    ("optimizer.lr=inf", r"optimizer.lr=inf: must be a positive, finite number"),
+    ("optimizer.lr=nan", r"optimizer.lr=nan: must be a finite number > 0"),
+    ("optimizer.lr=inf", r"optimizer.lr=inf: must be a finite number > 0"),
     ("seed=-1", r"seed=-1: must be an integer in \[0, 2\^32\)"),
-    ("data.batch_size=9223372036854775808", r"data.batch_size=9223372036854775808: must be a positive integer up to"),
+    ("data.batch_size=9223372036854775808", r"data.batch_size=9223372036854775808: must be an integer > 0 up to"),
     ("optimizer.lr=${oc.env:ALLCONV_UNSET_FOR_TEST}", r"optimizer.lr: cannot resolve its value \(Environment variable 'ALLCONV_UNSET_FOR_TEST' not found"),
     ("optimizer.lr=${optimizer.momentum}x${optimizer.lr}", r"optimizer.lr: cannot resolve its value"),
 ])

@@ -19,7 +19,7 @@ from allconv_sweep import attribution
 from allconv_sweep.attribution import RULES, activation_layer, forward_to, reconstruct, relu_rule
 from allconv_sweep.config import compose, config_dir
 from allconv_sweep.errors import UserError
-from allconv_sweep.module import build_from_config
+from hydra.utils import instantiate
 from allconv_sweep.visualize import (GAP_PX, HEADER_PX, LABEL_PX, _blank_for, crop_box, default_layer,
                                      visualize)
 from conftest import make_cfg
@@ -41,12 +41,12 @@ CIFAR_NETS = [f"{v}_{f}" for f in "abc" for v in ("model", "strided_cnn", "convp
 def _resolved(overrides: tuple[str, ...]) -> dict:
     cfg = compose(list(overrides))
     cfg.paths.output_dir = "unused"  # ${hydra:runtime.output_dir} exists only under @hydra.main
-    return OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
 def net_for(*overrides: str, seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
-    net = build_from_config(_resolved(overrides))
+    net = instantiate(_resolved(overrides)["model"])
     for m in net.modules():  # non-trivial BatchNorm statistics, so eval mode matters
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
@@ -392,8 +392,8 @@ def test_imagenet_checkpoint_figures(tmp_path):
                 Image.fromarray(px).save(tmp_path / "in" / split / wnid / f"{i}.JPEG")
     cfg = dict(_resolved(("model=all_cnn_imagenet", "data=imagenet", f"data.root={tmp_path / 'in'}",
                           "data.num_classes=2", "data.image_size=64", "data.resize=72", "data.num_workers=0")))
-    model = ImageClassifier(cfg)
-    # what Lightning's checkpoint holds that load_from_checkpoint reads (no training needed)
+    model = ImageClassifier(instantiate(cfg["model"]), 2, config=cfg)
+    # what Lightning's checkpoint holds that load_classifier reads (no training needed)
     path = tmp_path / "last.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
                 "pytorch-lightning_version": L.__version__}, path)

@@ -7,10 +7,12 @@ import time
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 
 
 class DivergenceMonitor(L.Callback):
     """Stops a run that cannot recover and says why; ``reason`` is None while the run is healthy.
+    (A NaN/inf loss is Lightning's EarlyStopping(check_finite=True): conf/callbacks/default.yaml.)
 
     Windows are counted in training images seen, not epochs: the same setting means the same amount of
     training on the full set (45k images an epoch) and on a 3.6k-image head, where an epoch is 12x
@@ -18,8 +20,7 @@ class DivergenceMonitor(L.Callback):
     working Caffe reproduction: loss 2.30 -> 2.07 over its first 1,000 steps of 256), so the chance window
     must be longer than that.
 
-    - the training loss is NaN/inf: stop at once;
-    - dead output (only when a ReLU follows the class conv, ``relu_output``): fewer than
+    - dead output (only when a ReLU follows the class conv: ImageClassifier.relu_output): fewer than
       ``dead_output_fraction`` of the validation images (training images without a validation split)
       have any class score > 0 at every epoch end over the last ``dead_output_images`` training images.
       No gradient reaches any weight through a dead final ReLU again. ``dead_at_end`` says whether the
@@ -27,17 +28,9 @@ class DivergenceMonitor(L.Callback):
     - accuracy (validation, else training) still at chance after ``chance_images`` training images.
     """
 
-    def __init__(self, num_classes: int, relu_output: bool = True, check_nonfinite: bool = True,
-                 dead_output_fraction: float = 0.01, dead_output_images: int | None = 100_000,
-                 chance_images: int | None = 500_000, chance_margin: float = 0.02, check_every: int | None = None):
+    def __init__(self, num_classes: int, dead_output_fraction: float = 0.01, dead_output_images: int | None = 100_000,
+                 chance_images: int | None = 500_000, chance_margin: float = 0.02):
         self.num_classes = num_classes
-        self.relu_output = relu_output
-        self.check_nonfinite = check_nonfinite
-        # on an accelerator (or with check_every set) the loss is read every `check_every` steps (default:
-        # trainer.log_every_n_steps, when Lightning reads it anyway) and at each epoch end, not every step:
-        # reading a device value makes the host wait for the device. On one CPU process: every step.
-        self.check_every = check_every
-        self._first_bad: torch.Tensor | None = None  # on the device: the first step with a non-finite loss
         self.dead_output_fraction = dead_output_fraction
         self.dead_output_images = dead_output_images
         self.chance_images = chance_images
@@ -55,41 +48,13 @@ class DivergenceMonitor(L.Callback):
         trainer.should_stop = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch is not None:
-            self.images_seen += len(batch[1]) * trainer.world_size
-        if not self.check_nonfinite or outputs is None:
-            return
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if self.check_every is None and loss.device.type == "cpu" and trainer.world_size == 1:  # free: at once
-            if not bool(torch.isfinite(loss).all()):
-                self._stop(trainer, f"non-finite training loss at epoch {trainer.current_epoch + 1}, step {trainer.global_step}")
-            return
-        bad = ~torch.isfinite(loss.detach()).all()
-        if self._first_bad is None:
-            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
-        self._first_bad = torch.where(bad & (self._first_bad < 0), trainer.global_step, self._first_bad)
-        if (batch_idx + 1) % (self.check_every or trainer.log_every_n_steps or 1) == 0:
-            self._check_first_bad(trainer)
-
-    def _check_first_bad(self, trainer) -> None:
-        """One host read of the device-side record (every rank at the same steps under DDP)."""
-        if self._first_bad is None or self.reason is not None:
-            return
-        step = int(self._first_bad)
-        bad = step >= 0
-        if trainer.world_size > 1:  # DDP: every rank must stop at the same step, or the others hang
-            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if bad:
-            where = f"step {step}" if step >= 0 else "another rank"
-            self._stop(trainer, f"non-finite training loss at epoch {trainer.current_epoch + 1}, {where}")
+        self.images_seen += len(batch[1]) * trainer.world_size
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # Validation has run by now (Lightning >= 2.0 validates before on_train_epoch_end); the epoch
         # metrics are already averaged over DDP ranks (sync_dist), so every rank decides the same.
-        if self.check_nonfinite:
-            self._check_first_bad(trainer)
         m = trainer.callback_metrics
-        if self.relu_output:
+        if getattr(pl_module, "relu_output", True):
             live = m.get("val/live_fraction", m.get("train/live_fraction"))
             if live is not None:
                 self.live_fraction = float(live)
@@ -184,3 +149,28 @@ class FlushLoggers(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         for logger in trainer.loggers:
             logger.save()
+
+
+class _EpochOfN:
+    """Progress-bar text: "Epoch k/N" counted from 1, the run's metrics on the bar's own line."""
+
+    def _epoch_text(self, trainer) -> str:
+        return f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+
+
+class RichEpochBar(_EpochOfN, RichProgressBar):
+    def _get_train_description(self, current_epoch: int) -> str:  # noqa: D102 - Lightning's hook
+        return self._epoch_text(self.trainer)
+
+
+class TqdmEpochBar(_EpochOfN, TQDMProgressBar):
+    def on_train_epoch_start(self, trainer, *args) -> None:  # noqa: D102 - Lightning's hook
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(self._epoch_text(trainer))
+
+
+def progress_bar() -> L.Callback:
+    """A rich bar on a terminal, tqdm (every 50 steps) in logs and pipes."""
+    from allconv_sweep.console import console
+
+    return RichEpochBar() if console.is_terminal else TqdmEpochBar(refresh_rate=50)

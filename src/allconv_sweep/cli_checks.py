@@ -43,7 +43,7 @@ def _suggest(word: str, options: list[str]) -> str:
 def check_overrides(args: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from allconv_sweep.config import compose
+    from allconv_sweep.config import compose, user_error, validate
 
     multirun = any(a in ("-m", "--multirun") for a in args)
     args = [a for a in args if not a.startswith("-")]
@@ -56,6 +56,8 @@ def check_overrides(args: list[str]) -> None:
     for o, text in zip(overrides, args):
         key = o.key_or_group
         values = [str(v) for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.get_value_element_as_str()]
+        if key == "sweep" and not text.startswith("+"):  # sweeps are not a default group: they are added
+            raise UserError(f"{text}: a sweep is added to the run, not chosen: use +{text}")
         if key.startswith("hydra."):
             if key in ("hydra.run.dir", "hydra.sweep.dir") and not o.is_sweep_override():
                 value = str(o.value())  # parsed: Lightning's DDP re-launch passes the dir quoted
@@ -76,12 +78,13 @@ def check_overrides(args: list[str]) -> None:
         cfg = compose([s for s in simple if not s.startswith("~")])  # +sweep=... adds the sweep.* keys
     except Exception as e:  # noqa: BLE001
         msg = str(e)
-        if "not in struct" in msg or "Could not override" in msg:
+        if "not in struct" in msg or "Could not override" in msg or ("Key '" in msg and "not in '" in msg):
             bad = msg.split("'")[1] if "'" in msg else msg
             raise UserError(_unknown_key(bad, simple)) from None
-        raise UserError(msg.splitlines()[0]) from None
+        raise user_error(e) from None
     if not any(a.startswith(("hydra.run.dir", "hydra.sweep.dir")) for a in args):
         ensure_writable(Path("outputs").resolve())
+    validate(cfg)  # the schema's checks, once, before Hydra starts (the sweep planner checks every job)
     if run_dir is not None and not multirun and "sweep" not in cfg:
         check_run_folder(cfg, run_dir)
 
@@ -90,9 +93,8 @@ def check_run_folder(cfg: DictConfig, run_dir: Path) -> None:
     """A single run into an existing folder: refuse before Hydra rewrites its .hydra/config.yaml when the
     folder holds a run of another config (train() would refuse too, but after the rewrite)."""
     from allconv_sweep import runs
-    from allconv_sweep.config import identity, validate
+    from allconv_sweep.config import identity
 
-    validate(cfg)
     ident = identity(cfg)
     state = runs.run_state(run_dir, runs.result_key(ident), ident, resume=bool(cfg.resume))
     if state.kind == "mismatch":

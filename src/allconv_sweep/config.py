@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from allconv_sweep.errors import UserError
 
@@ -22,15 +21,31 @@ def _find(name: str) -> Path:
     raise FileNotFoundError(f"allconv_sweep: cannot find its {name}/ folder next to {_PKG}")
 
 
-def register_resolvers() -> None:
-    """${allconv.dirname_excludes:}: the override keys a sweep's folder names leave out (conf/hydra/default.yaml),
+def register() -> None:
+    """What composing our configs needs in any process (idempotent): the schema in Hydra's ConfigStore and
+    ${allconv.dirname_excludes:}, the override keys a sweep's folder names leave out (conf/hydra/default.yaml),
     derived from the one list of keys that cannot change a result (allconv_sweep.runs.NEUTRAL_KEYS)."""
+    from allconv_sweep import schema
+
+    schema.register()
     if not OmegaConf.has_resolver("allconv.dirname_excludes"):
         from allconv_sweep.runs import dirname_exclude_keys
         OmegaConf.register_new_resolver("allconv.dirname_excludes", lambda: list(dirname_exclude_keys()))
+    if not OmegaConf.has_resolver("allconv.groups_help"):
+        OmegaConf.register_new_resolver("allconv.groups_help", groups_help)
 
 
-register_resolvers()
+def groups_help() -> str:
+    """--help's list of the config groups and their options (the schema's internal groups left out)."""
+    from allconv_sweep.cli_checks import group_options
+
+    groups = sorted(p.name for p in config_dir().iterdir() if p.is_dir() and p.name not in ("hydra", "data_model"))
+    lines = [f"{g}: {', '.join(group_options(g) or [])}" for g in groups]
+    lines.append(f"+sweep: {', '.join(group_options('sweep') or [])}   (added, not chosen: +sweep=lr_grid)")
+    return "\n".join(lines)
+
+
+register()
 
 
 def config_dir() -> Path:
@@ -51,17 +66,42 @@ def compose(overrides: list[str] | None = None, return_hydra_config: bool = Fals
         return hydra_compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
 
 
-MAX_INT = 2**31 - 1  # sizes and counts beyond this are typos (and overflow torch's int32 indexing)
+# The groups whose options carry a schema (allconv_sweep/schema.py), and nodes inside groups that do.
+# (paths and tracking have types but no range checks, and values that exist only inside a Hydra run.)
+SCHEMA_NODES = ("model", "data", "preprocess", "augment", "optimizer", "scheduler", "trainer", "launcher",
+                "callbacks.divergence", "callbacks.nonfinite", "logger.wandb")
 
 
-def _positive(value, key: str, kind=float) -> None:
-    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int))
-    if bad or not math.isfinite(value) or value <= 0 or (kind is int and value > MAX_INT):
-        what = f"a positive integer up to {MAX_INT}" if kind is int else "a positive, finite number"
-        raise UserError(f"{key}={value!r}: must be {what}")
+def user_error(e: BaseException) -> UserError:
+    """One line for what Hydra and OmegaConf raise about a config: the key, the value, what is valid."""
+    from omegaconf.errors import ValidationError
+
+    if isinstance(e, UserError):
+        return e
+    chain, cause = [], e
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for c in chain:
+        if isinstance(c, ValidationError):
+            key = getattr(c, "full_key", None) or "a value"
+            first = str(c).splitlines()[0]
+            if "expected one of" in first:  # an Enum choice: name the closest one
+                import difflib
+                value = first.split("'")[1] if "'" in first else ""
+                options = first.split("[", 1)[1].rstrip("]").split(", ") if "[" in first else []
+                close = difflib.get_close_matches(value, options, n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                return UserError(f"{key}={value}: no such option; {hint}valid: {', '.join(options)}")
+            return UserError(f"{key}: {first}")
+        if isinstance(c, ValueError) and str(c).split(":")[0].count("=") == 1:  # a schema's range check
+            return UserError(str(c).splitlines()[0])
+        if isinstance(c, RecursionError):
+            return UserError("the config: a value refers to itself")
+    return _interpolation_error(e) if "interpolation" in str(e).lower() else UserError(str(e).splitlines()[0])
 
 
-def _interpolation_error(e: Exception) -> UserError:
+def _interpolation_error(e: BaseException) -> UserError:
     """One line for a config value that cannot be resolved (an unset ${oc.env:...}, a loop)."""
     key = getattr(e, "full_key", None)
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -83,39 +123,70 @@ def identity(cfg: DictConfig) -> dict:
         raise _interpolation_error(e) from None
 
 
-def validate(cfg: DictConfig) -> None:
-    """Checks that need no data: every one names the value and what would be valid."""
+def _placeholders(cfg: DictConfig) -> DictConfig:
+    """A copy in which neutral values that exist only inside a Hydra run (${hydra:runtime.output_dir},
+    ${hydra:job.override_dirname}) read "<set by Hydra>", so the schemas of nodes that refer to them
+    (a logger's save_dir) can be checked before the run, in the CLI's pre-check and the sweep planner."""
     from omegaconf.errors import OmegaConfBaseException
 
+    from allconv_sweep.runs import is_neutral
+
+    cfg = cfg.copy()
+
+    def walk(node: DictConfig, prefix: str) -> None:
+        for k in list(node.keys()):
+            key = f"{prefix}.{k}" if prefix else str(k)
+            child = node._get_node(k)
+            if isinstance(child, DictConfig):
+                if not child._is_none() and not child._is_interpolation():
+                    walk(node[k], key)
+            elif is_neutral(key) and OmegaConf.is_interpolation(node, k):
+                try:
+                    node[k]
+                except OmegaConfBaseException:
+                    with open_dict(node):
+                        node[k] = "<set by Hydra>"
+
+    walk(cfg, "")
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """The one validation, after composition (the CLI, the sweep planner, train() and tests call it):
+    every value that decides the result resolves, and every schema's range checks pass."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from allconv_sweep.schema import RunConf
+
+    identity(cfg)
+    cfg = _placeholders(cfg)
     try:
-        identity(cfg)  # every value that decides the result resolves
-        _validate(cfg)
-    except (OmegaConfBaseException, RecursionError) as e:
-        raise _interpolation_error(e) from None
-
-
-def _validate(cfg: DictConfig) -> None:
-    _positive(cfg.optimizer.lr, "optimizer.lr")
-    _positive(cfg.trainer.max_epochs, "trainer.max_epochs", int)
-    _positive(cfg.data.batch_size, "data.batch_size", int)
-    _positive(cfg.data.eval_batch_size, "data.eval_batch_size", int)
-    seed = cfg.seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise UserError(f"seed={seed!r}: must be an integer in [0, 2^32)")
-    if cfg.optimizer.weight_decay < 0:
-        raise UserError(f"optimizer.weight_decay={cfg.optimizer.weight_decay!r}: must be >= 0")
-    if not 0 <= cfg.optimizer.momentum < 1:
-        raise UserError(f"optimizer.momentum={cfg.optimizer.momentum!r}: must be in [0, 1)")
-    if cfg.optimizer.get("warmup_epochs", 0) < 0:
-        raise UserError(f"optimizer.warmup_epochs={cfg.optimizer.warmup_epochs!r}: must be >= 0")
-    if not 0 < cfg.scheduler.gamma <= 1:
-        raise UserError(f"scheduler.gamma={cfg.scheduler.gamma!r}: must be in (0, 1]")
-    precisions = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
-    if str(cfg.trainer.precision) not in precisions:
-        raise UserError(f"trainer.precision={cfg.trainer.precision!r}; valid: {', '.join(precisions)}")
+        for path in SCHEMA_NODES:
+            node = OmegaConf.select(cfg, path, default=None)
+            if isinstance(node, DictConfig) and OmegaConf.get_type(node) not in (dict, None):
+                OmegaConf.to_object(node)  # builds the dataclasses: their __post_init__ checks run
+        RunConf(seed=cfg.seed, resume=cfg.resume, finetune_from=cfg.finetune_from, print_config=cfg.print_config)
+    except (OmegaConfBaseException, ValueError, RecursionError) as e:
+        raise user_error(e) from None
     if cfg.finetune_from is not None and not Path(cfg.finetune_from).is_file():
         raise UserError(f"finetune_from={cfg.finetune_from}: no such checkpoint file")
 
 
+def build(node, /, **kwargs):
+    """hydra.utils.instantiate, but a component's own one-line UserError (bad data, an unsupported
+    combination) comes out as itself, not wrapped in Hydra's multi-line InstantiationException."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
+
+
 def to_container(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+    """Plain, resolved: enums as their names (checkpoints hold only plain types: weights_only loading)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)  # type: ignore[return-value]

@@ -1,7 +1,9 @@
-"""What a researcher sees: the config as a tree at start, a summary table at the end."""
+"""What a researcher sees: the config as a tree (once), a line per sweep job, a summary table at the end."""
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -11,31 +13,75 @@ from rich.tree import Tree
 
 console = Console(stderr=False, highlight=False)
 
-_ORDER = ("model", "data", "preprocess", "augment", "optimizer", "scheduler", "trainer", "logger", "paths")
+
+def quiet_lightning(level: int | None = None) -> None:
+    """Lightning's advice lines that do not apply here, printed once (not again through Hydra's root
+    handler); level: also hide Lightning's info lines (the evaluate and visualize commands)."""
+    import logging
+    import warnings
+
+    for message in (".*does not have many workers.*", ".*is a sized iterable.*", ".*The number of training batches.*",
+                    ".*treespec, LeafSpec.*"):
+        warnings.filterwarnings("ignore", message=message)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.propagate = False
+        if level is not None:
+            logger.setLevel(level)
+
+_ORDER = ("model", "data", "preprocess", "augment", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
+# set by the sweeper for its jobs: where each job is in the sweep, for "job k of n" and the ETA
+SWEEP_START, SWEEP_JOBS = "ALLCONV_SWEEP_START", "ALLCONV_SWEEP_JOBS"
 
 
-def print_config_tree(cfg: DictConfig) -> None:
+def config_tree(cfg: DictConfig) -> Tree:
+    """The composed config as YAML under one branch per group; the model's layer list folded to its name
+    (`python -m allconv_sweep --cfg job` prints it whole)."""
     tree = Tree("[bold]config[/bold]")
     keys = [k for k in _ORDER if k in cfg] + [k for k in cfg if k not in _ORDER and k != "hydra"]
     for key in keys:
-        branch = tree.add(f"[bold cyan]{key}[/bold cyan]")
         value = cfg[key]
         if isinstance(value, DictConfig):
-            node = dict(OmegaConf.to_container(value, resolve=True))
-            if key == "model":  # the layer list is long: one line per layer
-                layers = node.pop("layers", [])
-                for k, v in node.items():
-                    branch.add(f"{k}: {v}")
-                sub = branch.add("layers")
-                for layer in layers:
-                    (kind, args), = layer.items()
-                    sub.add(f"{kind} {args if args not in ({}, None) else ''}".rstrip())
-            else:
-                for k, v in node.items():
-                    branch.add(f"{k}: {v}")
+            node = OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+            if key == "model" and "layers" in node:
+                node["layers"] = f"<{len(node['layers'])} layers of {node.get('name')}: conf/model/{node.get('name')}.yaml>"
+            branch = tree.add(f"[bold cyan]{key}[/bold cyan]")
+            branch.add(OmegaConf.to_yaml(OmegaConf.create(node)).rstrip())
         else:
-            branch.label = f"[bold cyan]{key}[/bold cyan]: {value}"
-    console.print(tree)
+            tree.add(f"[bold cyan]{key}[/bold cyan]: {value}")
+    return tree
+
+
+def print_config_tree(cfg: DictConfig) -> None:
+    console.print(config_tree(cfg))
+
+
+def print_job(cfg: DictConfig, overrides: list[str]) -> None:
+    """A single run: the config tree. A sweep's job: one line (the sweep printed the tree once), with its
+    place in the sweep and, from the second job on, an estimate of when the sweep ends."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        job = HydraConfig.get().job.num if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN" else None
+    except Exception:  # noqa: BLE001 - no Hydra (tests, notebooks)
+        job = None
+    if job is None:
+        print_config_tree(cfg)
+        return
+    total, start = os.environ.get(SWEEP_JOBS), os.environ.get(SWEEP_START)
+    place = f"job {job + 1} of {total}" if total else f"job {job + 1}"
+    eta = ""
+    if total and start and job > 0:
+        per_job = (time.time() - float(start)) / job
+        eta = f"; sweep ends in ~{_duration(per_job * (int(total) - job))} (at {per_job / 60:.1f} min a job)"
+    console.print(f"[bold]{place}[/bold]: {' '.join(o for o in overrides if not o.startswith('hydra.')) or '(defaults)'}{eta}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _pct(v: Any) -> str:
@@ -58,4 +104,4 @@ def print_summary(m: dict[str, Any]) -> None:
     console.print(extra)
     if m.get("reason"):
         console.print(f"[{colour}]{m['status']}: {m['reason']}[/{colour}]")
-    console.print(f"metrics: {m['output_dir']}/metrics.json")
+    console.print(f"metrics: {m['output_dir']}/metrics.json", soft_wrap=True)

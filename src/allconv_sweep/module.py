@@ -1,59 +1,34 @@
-"""ImageClassifier: the one LightningModule; wraps whichever network the config builds."""
+"""ImageClassifier: the one LightningModule. It wraps the network, the optimizer and the schedule that the
+config names (instantiate(cfg.model), instantiate(cfg.optimizer), instantiate(cfg.scheduler): train.py)."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-
-from allconv_sweep.nets import build_network
-
-
-def build_from_config(cfg: dict) -> torch.nn.Sequential:
-    m = cfg["model"]
-    return build_network(m["layers"], in_channels=3, final_relu=bool(m["final_relu"]),
-                         batch_norm=bool(m["batch_norm"]), head=str(m["head"]), init=str(m["init"]))
-
-
-def lr_factor(epoch: float, milestones: list[float], gamma: float, warmup_epochs: float) -> float:
-    """The paper's step schedule (x gamma at each milestone), optionally after a linear warm-up."""
-    factor = gamma ** sum(epoch >= m for m in milestones)
-    if warmup_epochs > 0 and epoch < warmup_epochs:
-        factor *= (epoch + 1e-8) / warmup_epochs
-    return factor
-
-
-def scaled_milestones(sched: dict, max_epochs: int) -> list[int]:
-    """Milestones given on the paper's 350-epoch scale, rescaled so a short run keeps the paper's shape.
-
-    Rounding can make two milestones meet on a short schedule (5 epochs: 200, 250, 300 -> 3, 4, 4: two
-    drops at once). They are spread instead: each at least an epoch after the one before; one that would
-    fall at or after the last epoch (where it never takes effect) is dropped, never stacked (5 epochs:
-    3, 4). The first drop stays where the paper's proportion puts it (200/350 of the run at full lr)."""
-    out: list[int] = []
-    for m in sorted(sched["milestones"]):
-        m = max(round(m * max_epochs / sched["of_epochs"]), out[-1] + 1 if out else 1)
-        if m >= max_epochs:
-            break
-        out.append(m)
-    return out
+from torch import nn
 
 
 class ImageClassifier(L.LightningModule):
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, net: nn.Module, num_classes: int, optimizer: Optional[Callable] = None,
+                 scheduler: Optional[Callable] = None, config: Optional[dict[str, Any]] = None,
+                 result_key: Optional[str] = None):
+        """net: the network (nets.build_network); optimizer: params -> Optimizer and scheduler:
+        (optimizer, max_epochs=, steps_per_epoch=) -> LRScheduler, both partials from the config (None to
+        evaluate only); config and result_key: the run's resolved config and key, saved in every checkpoint
+        (load_checkpoint, visualize and evaluate rebuild the run from them)."""
         super().__init__()
-        # the whole resolved config travels in the checkpoint: visualize/report need nothing else
-        self.save_hyperparameters({"cfg": cfg}, logger=False)  # loggers get the config once, flat (train.py)
-        self.cfg = cfg
-        self.net = build_from_config(cfg)
-        self.num_classes = int(cfg["data"]["num_classes"])
-        self.channels_last = bool(cfg["model"].get("channels_last", True))
-        if self.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+        # loggers get the config once, flat (train.py), not this nested copy
+        self.save_hyperparameters({"cfg": config or {}, "result_key": result_key}, logger=False)
+        self.net = net
+        self.num_classes = int(num_classes)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.channels_last = bool(getattr(net, "channels_last", False))
         # kept out of the module registry: registering it would store every weight twice in checkpoints
-        self.__dict__["_forward_net"] = torch.compile(self.net) if cfg["model"].get("compile") else self.net
+        self.__dict__["_forward_net"] = torch.compile(net) if getattr(net, "compile_forward", False) else net
         # This epoch's training counts, summed on the device and logged once an epoch (no per-step host
         # sync): correct top-1 (and top-5) predictions, and images with a live class score (any score > 0).
         self._train_hits: torch.Tensor | None = None
@@ -62,6 +37,17 @@ class ImageClassifier(L.LightningModule):
         # (epoch, global step, val metrics) of the latest validation inside fit: train() reuses it as the
         # final model's validation when no training step came after it
         self.last_validation: tuple[int, int, dict[str, float]] | None = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.hparams["cfg"]
+
+    @property
+    def relu_output(self) -> bool:
+        """Whether a ReLU follows the class conv (the paper's final ReLU): then all-negative scores are dead."""
+        names = list(self.net._modules)
+        convs = [i for i, n in enumerate(names) if isinstance(self.net._modules[n], (nn.Conv2d, nn.Linear))]
+        return bool(convs) and any(isinstance(self.net._modules[n], nn.ReLU) for n in names[convs[-1] + 1:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -143,14 +129,35 @@ class ImageClassifier(L.LightningModule):
         self._step(batch, self.test_prefix)
 
     def configure_optimizers(self):
-        o, s = self.cfg["optimizer"], self.cfg["scheduler"]
-        opt = torch.optim.SGD(self.parameters(), lr=o["lr"], momentum=o["momentum"],
-                              weight_decay=o["weight_decay"], nesterov=bool(o.get("nesterov", False)))
-        max_epochs = int(self.cfg["trainer"]["max_epochs"])
-        milestones = scaled_milestones(s, max_epochs)
+        if self.optimizer_factory is None or self.scheduler_factory is None:
+            raise RuntimeError("this ImageClassifier was built for evaluation only (no optimizer or scheduler)")
+        opt = self.optimizer_factory(self.parameters())
+        max_epochs = int(self.trainer.max_epochs)
         steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // max(1, max_epochs))
-        warmup = float(o.get("warmup_epochs", 0) or 0)
-        gamma = float(s["gamma"])
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_factor(step / steps_per_epoch, milestones, gamma, warmup))
+        sched = self.scheduler_factory(opt, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
+
+
+def load_checkpoint(ckpt: str | Path, map_location: str | torch.device = "cpu") -> ImageClassifier:
+    """The ImageClassifier of a training run, rebuilt from the config its checkpoint carries; weights only
+    (torch.load(weights_only=True): a checkpoint is data, never code). One-line UserError for a missing
+    file or one that is not such a checkpoint."""
+    from hydra.utils import instantiate
+
+    from allconv_sweep.errors import UserError
+
+    path = Path(ckpt).expanduser()
+    valid = "a last.ckpt or best.ckpt written by python -m allconv_sweep (<run>/checkpoints/)"
+    if not path.is_file():
+        raise UserError(f"ckpt={ckpt}: no such file; valid: {valid}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+        config = state["hyper_parameters"]["cfg"]
+        model = ImageClassifier(instantiate(config["model"]), int(config["data"]["num_classes"]), config=config,
+                                result_key=state["hyper_parameters"].get("result_key"))
+        model.load_state_dict(state["state_dict"])
+    except Exception as e:  # noqa: BLE001 - pickle, zip, key and shape errors all mean "not one of ours"
+        why = " ".join(str(e).split())[:160]
+        raise UserError(f"ckpt={ckpt}: cannot be read as a checkpoint ({type(e).__name__}: {why}); "
+                        f"valid: {valid}") from None
+    return model

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from allconv_sweep.errors import UserError
+from allconv_sweep.schema import Head, INITS  # model.init's and model.head's choices: the schema has them
 
 LAYER_KINDS = ("conv", "maxpool", "dropout", "global_avg")
 # Weight fillers (biases are always 0, Caffe's default bias_filler: constant 0). fan_in = in_channels x k x k.
@@ -33,8 +34,7 @@ LAYER_KINDS = ("conv", "maxpool", "dropout", "global_avg")
 #                                                        law as PyTorch's kaiming_normal_(nonlinearity="relu")
 #   xavier_uniform  U(-a, a), a = sqrt(6 / (fan_in + fan_out))   PyTorch's xavier_uniform_ (Glorot's own rule)
 #   normal_0.05     N(0, 0.05^2)                         the neon and TensorFlow reproductions' choice
-INITS = ("caffe_xavier", "caffe_msra", "xavier_uniform", "normal_0.05")
-HEADS = ("conv", "fc")
+HEADS = tuple(h.value for h in Head)
 
 
 def _kind_and_args(spec: Any, index: int) -> tuple[str, dict]:
@@ -59,18 +59,26 @@ def build_network(
     batch_norm: bool = False,
     head: str = "conv",
     init: str = "caffe_xavier",
+    channels_last: bool = False,
+    compile: bool = False,
+    name: str | None = None,
+    family: str | None = None,
+    variant: str | None = None,
 ) -> nn.Sequential:
     """Turn a list of layer specs into an ``nn.Sequential`` with paper-numbered module names.
 
+    conf/model/<name>.yaml is this function's config (``_target_``): ``instantiate(cfg.model)`` builds it.
     final_relu: the paper's tables put a ReLU after the last 1x1 class conv too (default, faithful);
         false drops that one ReLU (a known remedy for the dead-output collapse).
     head: ``conv`` keeps the class conv + global average (the paper); ``fc`` swaps the last 1x1 class
         conv for global average + a linear layer with the same parameter count and no ReLU.
+    channels_last: store the weights channels-last (a memory layout: faster convs, the same function).
+    compile / name / family / variant: kept on the network as ``compile_forward``, ``name``, ``family``,
+        ``variant``; ImageClassifier compiles the forward pass when asked (the weights stay in ``net``).
     """
+    head, init = str(getattr(head, "value", head)), str(getattr(init, "value", init))
     if head not in HEADS:
         raise UserError(f"model.head={head!r}; valid: {', '.join(HEADS)}")
-    if init not in INITS:
-        raise UserError(f"model.init={init!r}; valid: {', '.join(INITS)}")
     parsed = [_kind_and_args(spec, i) for i, spec in enumerate(layers)]
     conv_idx = [i for i, (kind, _) in enumerate(parsed) if kind == "conv"]
     if not conv_idx:
@@ -114,6 +122,10 @@ def build_network(
             modules["flatten"] = nn.Flatten()
     net = nn.Sequential(modules)
     init_weights(net, init)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    net.channels_last, net.compile_forward = bool(channels_last), bool(compile)
+    net.name, net.family, net.variant = name, family, variant
     return net
 
 

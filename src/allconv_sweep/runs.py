@@ -25,6 +25,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from enum import Enum
 from typing import Any, Iterable, Mapping, Optional
 
 from allconv_sweep.errors import UserError
@@ -48,11 +49,17 @@ NEUTRAL_KEYS = (
     "hydra",                        # Hydra's own settings (run/sweep folders, launcher plugin, logging)
     "launcher",                     # where and how the jobs of a sweep run
     "logger",                       # csv / tensorboard / wandb, project, tags
+    "tracking",                     # W&B group, run name, tags
     "sweep",                        # the sweep's name, folder, dry run, seeds-from
     "paths",                        # this run's folder, the whitening cache (keyed by the data itself)
     "resume",                       # continue from last.ckpt or start over: the same result either way
     "print_config",
     "trainer.enable_progress_bar",
+    "callbacks.best_checkpoint.dirpath",  # where checkpoints go (the run's folder)
+    "callbacks.last_checkpoint.dirpath",
+    "callbacks.progress_bar",       # how progress is shown
+    "callbacks.flush_loggers",      # when log rows reach the disk
+    "callbacks.lr_monitor",         # what is logged
     "data.download",                # fetch the files when missing: the files, not the fetch, decide
     "data.verify",                  # md5 check of the official files
 )
@@ -122,25 +129,41 @@ def _flatten_all(value: Any, prefix: str, out: dict[str, Any]) -> None:
 
 
 def identity(cfg: Any) -> dict[str, Any]:
-    """The resolved config minus the neutral keys, as {dotted key: value} (lists stay values)."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
+    """The resolved config minus the neutral keys, as {dotted key: value} (lists stay values). Neutral
+    keys are skipped before anything under them is resolved: they may need Hydra's runtime."""
+    from omegaconf import DictConfig
 
     out: dict[str, Any] = {}
     if isinstance(cfg, DictConfig):
-        for top in cfg.keys():  # resolve only what is kept: neutral keys may need Hydra's runtime
-            top = str(top)
-            if is_neutral(top):
-                continue
-            node = cfg._get_node(top)
-            value = (OmegaConf.to_container(cfg[top], resolve=True)
-                     if isinstance(node, (DictConfig, ListConfig)) else cfg[top])
-            _flatten(value, top, out)
+        _walk(cfg, "", out)
     else:
         _flatten(cfg, "", out)
     for key in PATH_KEYS:
         if isinstance(out.get(key), str):
             out[key] = os.path.abspath(os.path.expanduser(out[key]))
     return out
+
+
+def _walk(node: Any, prefix: str, out: dict[str, Any]) -> None:
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    for k in node.keys():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if is_neutral(key):
+            continue
+        child = node._get_node(k)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_interpolation():
+            before = len(out)
+            _walk(node[k], key, out)
+            if len(out) == before and not len(child):
+                out[key] = {}
+        elif isinstance(child, (DictConfig, ListConfig)):
+            value = node[k]
+            out[key] = (OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+                        if isinstance(value, (DictConfig, ListConfig)) else value)
+        else:
+            value = node[k]
+            out[key] = getattr(value, "value", value) if isinstance(value, Enum) else value
 
 
 def result_key(ident: Mapping[str, Any]) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -45,6 +45,7 @@ class Job:
     dir: Path
     planned: RunRecord                 # what the job will record (status "missing" until it has run)
     state: RunState = field(default_factory=lambda: RunState("new"))
+    config: Optional[DictConfig] = None  # the composed config, kept for the first job only (printed once)
 
     @property
     def subdir(self) -> str:
@@ -152,7 +153,7 @@ def plan(master: DictConfig, config_loader: Any, job_overrides: Sequence[Sequenc
                 ("data", "data.name"), ("augment", "augment.name"), ("lr", "optimizer.lr"), ("seed", "seed"),
                 ("max_epochs", "trainer.max_epochs"))})
         state = runs.run_state(job_dir, key, ident, resume=bool(OmegaConf.select(cfg, "resume", default=True)))
-        jobs.append(Job(overrides=overrides, dir=job_dir, planned=planned, state=state))
+        jobs.append(Job(overrides=overrides, dir=job_dir, planned=planned, state=state, config=None if jobs else cfg))
     return jobs
 
 

@@ -6,54 +6,32 @@ import logging
 import os
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from allconv_sweep import config as config_mod
 from allconv_sweep import runs
-from allconv_sweep.callbacks import DivergenceMonitor, FlushLoggers, Throughput
-from allconv_sweep.console import console, print_config_tree, print_summary
-from allconv_sweep.data import build_datamodule
+from allconv_sweep.callbacks import DivergenceMonitor, Throughput
+from allconv_sweep.config import build
+from allconv_sweep.console import console, print_job, print_summary, quiet_lightning
+from allconv_sweep.data import datamodule_from
 from allconv_sweep.errors import RunInterrupted, UserError, lightning_handles_signals
-from allconv_sweep.loggers import ResumableCSVLogger, truncate_csv
+from allconv_sweep.loggers import truncate_csv
 from allconv_sweep.module import ImageClassifier
 from allconv_sweep.nets import count_parameters
 from allconv_sweep.runs import RunRecord
 
 log = logging.getLogger(__name__)
 
-# Lightning's advice lines that do not apply to in-memory tensors
-warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-warnings.filterwarnings("ignore", message=".*is a sized iterable.*")
-warnings.filterwarnings("ignore", message=".*The number of training batches.*")
-warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
-# Lightning prints through its own handler; without this Hydra's root handler prints every line again
-logging.getLogger("lightning.pytorch").propagate = False
-logging.getLogger("lightning.fabric").propagate = False
+quiet_lightning()
 
 BEST_TEST = "best_val_ckpt_test"  # the best-validation checkpoint's test metrics are logged under this prefix
-
-
-def _loggers(cfg: DictConfig, output_dir: Path, info: dict):
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    name = cfg.logger.name
-    csv_logger = ResumableCSVLogger(save_dir=str(output_dir), name="csv", version="")
-    if name == "csv":
-        return [csv_logger]
-    if name == "tensorboard":
-        return [TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version=""), csv_logger]
-    if name == "wandb":
-        from allconv_sweep.wandb_utils import make_wandb_logger
-        return [make_wandb_logger(cfg, output_dir, info), csv_logger]
-    raise UserError(f"logger={name!r}; valid: csv, tensorboard, wandb")
 
 
 def _finetune(model: ImageClassifier, path: str) -> None:
@@ -170,41 +148,31 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
     overrides = _overrides()
     info = _start(output_dir, key, ident, resume_from is not None, overrides) if rank0 else {}
     if cfg.print_config and rank0:
-        print_config_tree(cfg)
+        print_job(cfg, overrides)
     resolved = config_mod.to_container(cfg)
 
+    # The components the config names, top to bottom: data, network, optimizer and schedule (bound to the
+    # parameters and the run's length in configure_optimizers), callbacks, loggers, trainer.
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    dm = build_datamodule(resolved)  # by data.name: in-memory CIFAR/fake, or ImageNet JPEG folders
-    dm.prepare_data()
-    dm.setup()  # eagerly: a missing file or a bad val_size stops here, before any training
-    model = ImageClassifier(resolved)
+    datamodule = datamodule_from(resolved)
+    datamodule.prepare_data()
+    datamodule.setup()  # eagerly: a missing file or a bad val_size stops here, before any training
+    has_val = datamodule.describe().get("val", 0) > 0
+    model = ImageClassifier(build(cfg.model, _convert_="all"), int(cfg.data.num_classes),
+                            optimizer=build(cfg.optimizer), scheduler=build(cfg.scheduler), config=resolved,
+                            result_key=key)
     if cfg.finetune_from:
         _finetune(model, cfg.finetune_from)
-
-    ckpt_dir = output_dir / "checkpoints"
-    has_val = dm.describe().get("val", 0) > 0
-    # Two callbacks: Lightning >= 2.5 writes save_last only in epochs that also saved a top-k checkpoint,
-    # but resuming after preemption needs the latest epoch every time.
-    checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="val/acc" if has_val else None,
-                                 mode="max", save_top_k=1 if has_val else 0, enable_version_counter=False)
-    last_checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), filename="last", monitor=None, save_top_k=1,
-                                      enable_version_counter=False)
-    relu_output = bool(cfg.model.final_relu) and cfg.model.head == "conv"  # a ReLU follows the class conv
-    divergence = DivergenceMonitor(int(cfg.data.num_classes), relu_output=relu_output, **resolved["divergence"])
-    throughput = Throughput()
-    tcfg = dict(resolved["trainer"])
-    callbacks = [checkpoint, last_checkpoint, divergence, throughput, FlushLoggers(),
-                 LearningRateMonitor(logging_interval="epoch")]
-    enable_pb = tcfg.pop("enable_progress_bar", True)
-    if enable_pb:
-        callbacks.append(RichProgressBar() if console.is_terminal else TQDMProgressBar(refresh_rate=50))
-    if not has_val:  # no validation split (data.val_size=0): no empty val loop, no warning about it
-        tcfg["limit_val_batches"] = 0
+    callbacks = _callbacks(cfg, has_val)
+    loggers = [build(node) for node in cfg.logger.values() if node is not None]
+    for lg in loggers:  # the config once, flat (W&B's config, TensorBoard's hparams, the CSV's hparams.yaml)
+        lg.log_hyperparams(_flat_config(resolved, info))
     if resume_from is not None and rank0:  # rows of an epoch cut short by the kill: that epoch runs again
         truncate_csv(output_dir / "csv" / "metrics.csv", _readable_checkpoint(resume_from) + 1)
-    trainer = L.Trainer(default_root_dir=str(output_dir), logger=_loggers(cfg, output_dir, info),
-                        callbacks=callbacks, enable_progress_bar=enable_pb, enable_model_summary=False,
-                        num_sanity_val_steps=0, **{k: v for k, v in tcfg.items() if v is not None or k == "gradient_clip_val"})
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(output_dir),
+                          enable_model_summary=False, num_sanity_val_steps=0,
+                          # no validation split (data.val_size=0): no empty val loop, no warning about it
+                          **({} if has_val else {"limit_val_batches": 0}))
     if str(trainer.precision) != _unified_precision(cfg.trainer.precision) and rank0:
         console.print(f"[yellow]trainer.precision={cfg.trainer.precision} runs as {trainer.precision} on "
                       f"{trainer.strategy.root_device.type}[/yellow] (Lightning's choice); metrics.json records both")
@@ -212,30 +180,30 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
         # Lightning would re-run this whole command (-m included) once per extra rank: a sweep per rank
         raise UserError("trainer=ddp with several devices is for single runs: drop -m (one job per command), "
                         "or sweep with launcher=slurm, which starts every rank itself")
-    if hasattr(dm, "use_device"):  # the in-memory sets live on the device; ImageNet streams from workers
-        dm.use_device(trainer.strategy.root_device)
+    if hasattr(datamodule, "use_device"):  # the in-memory sets live on the device; ImageNet streams from workers
+        datamodule.use_device(trainer.strategy.root_device)
 
+    divergence = _find(callbacks, DivergenceMonitor)
+    nonfinite = next((c for c in callbacks if isinstance(c, EarlyStopping) and c.check_finite), None)
+    best_checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
+    ckpt_dir = output_dir / "checkpoints"
     record = dict(cfg=cfg, model=model, output_dir=output_dir, key=key, info=info, trainer=trainer,
-                  throughput=throughput, divergence=divergence, dm=dm, t_start=t_start,
+                  throughput=_find(callbacks, Throughput), divergence=divergence, dm=datamodule, t_start=t_start,
                   resumed_from=None if resume_from is None else str(resume_from), overrides=overrides)
     status, reason = "ok", None
     final: dict[str, float] = {}
     try:
         with lightning_handles_signals():
-            trainer.fit(model, datamodule=dm, ckpt_path=resume_from, weights_only=True)
-            if divergence.reason:
-                status, reason = "diverged", divergence.reason
-            elif divergence.dead_at_end:  # died before the window closed: still not a result to report as ok
-                status, reason = "diverged", (f"final ReLU dead at the end: {divergence.live_fraction:.1%} of "
-                                              f"images had any class score > 0 (loss at ln {cfg.data.num_classes})")
-            final.update(_final_validation(trainer, model, dm, has_val))
-            final.update(trainer.test(model, datamodule=dm, verbose=False)[0])
-            best = _best_checkpoint(checkpoint, trainer, has_val and status == "ok")
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+            status, reason = _status(divergence, nonfinite, int(cfg.data.num_classes))
+            final.update(_final_validation(trainer, model, datamodule, has_val))
+            final.update(trainer.test(model, datamodule=datamodule, verbose=False)[0])
+            best = _best_checkpoint(best_checkpoint, trainer, has_val and status == "ok")
             if best is not None:  # the best-validation checkpoint, when it is not the final model: its weights
                 # only (trainer.test(ckpt_path=...) would also restore its callbacks' states over the final ones)
                 model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
                 model.test_prefix = BEST_TEST
-                final.update(trainer.test(model, datamodule=dm, verbose=False)[0])
+                final.update(trainer.test(model, datamodule=datamodule, verbose=False)[0])
                 model.test_prefix = "test"
             elif has_val and status == "ok" and "test/acc" in final:
                 final[f"{BEST_TEST}/acc"] = final["test/acc"]  # the final model is the best-validation one
@@ -262,6 +230,54 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
     return metrics
 
 
+def _callbacks(cfg: DictConfig, has_val: bool) -> list[L.Callback]:
+    """Every entry of the callbacks group, instantiated; without a validation split the checkpoint that
+    monitors a validation metric goes (nothing to monitor), and with trainer.enable_progress_bar=false the
+    progress bar (Lightning refuses one then)."""
+    from lightning.pytorch.callbacks import ProgressBar
+
+    out = []
+    for node in cfg.callbacks.values():
+        if node is None:
+            continue
+        if not has_val and str(OmegaConf.select(node, "monitor", default="") or "").startswith("val/"):
+            continue
+        callback = build(node)
+        if isinstance(callback, ProgressBar) and not cfg.trainer.enable_progress_bar:
+            continue
+        out.append(callback)
+    return out
+
+
+def _find(callbacks: list, kind: type):
+    return next((c for c in callbacks if isinstance(c, kind)), None)
+
+
+def _flat_config(resolved: dict, info: dict) -> dict[str, Any]:
+    """The resolved config as flat dotted keys (the layer list is the model's name), plus the run's result
+    key and its overrides: what a tracker's runs table compares."""
+    from allconv_sweep.wandb_utils import flatten
+
+    container = {k: v for k, v in resolved.items() if k != "hydra"}
+    container["model"] = {k: v for k, v in container["model"].items() if k != "layers"}
+    flat = flatten(container)
+    flat["result_key"] = info.get("result_key")
+    flat["overrides"] = list(info.get("overrides") or [])
+    return flat
+
+
+def _status(divergence: Optional[DivergenceMonitor], nonfinite, num_classes: int) -> tuple[str, Optional[str]]:
+    """ok, or diverged with the reason (a result either way: exit 0)."""
+    if divergence is not None and divergence.reason:
+        return "diverged", divergence.reason
+    if nonfinite is not None and nonfinite.stopped_epoch > 0 and nonfinite.stopping_reason_message:
+        return "diverged", nonfinite.stopping_reason_message
+    if divergence is not None and divergence.dead_at_end:  # died before the window closed: not an ok result
+        return "diverged", (f"final ReLU dead at the end: {divergence.live_fraction:.1%} of images had any class "
+                            f"score > 0 (loss at ln {num_classes})")
+    return "ok", None
+
+
 def _final_validation(trainer: L.Trainer, model: ImageClassifier, dm, has_val: bool) -> dict[str, float]:
     """The final model's validation metrics: those of the fit's last epoch when it validated after
     training the last epoch (the usual case), else one validate() pass (a resumed run that had finished
@@ -274,9 +290,9 @@ def _final_validation(trainer: L.Trainer, model: ImageClassifier, dm, has_val: b
     return trainer.validate(model, datamodule=dm, verbose=False)[0]
 
 
-def _best_checkpoint(checkpoint: ModelCheckpoint, trainer: L.Trainer, wanted: bool) -> Optional[str]:
+def _best_checkpoint(checkpoint: Optional[ModelCheckpoint], trainer: L.Trainer, wanted: bool) -> Optional[str]:
     """The best-validation checkpoint when it is another epoch's than the final model's, else None."""
-    path = checkpoint.best_model_path
+    path = checkpoint.best_model_path if checkpoint is not None else None
     if not wanted or not path or not Path(path).is_file():
         return None
     epoch = _readable_checkpoint(Path(path))
@@ -298,8 +314,9 @@ def _record(*, cfg, model, output_dir, key, info, trainer, throughput, divergenc
         v = final.get(name)
         return None if v is None else float(v)
 
-    train_acc, val_acc, test_acc, best = throughput.train_acc, f("val/acc"), f("test/acc"), f(f"{BEST_TEST}/acc")
-    images_per_s = throughput.images_per_s  # per process; DDP ranks step in lockstep: x world_size = global
+    train_acc = throughput.train_acc if throughput is not None else None
+    val_acc, test_acc, best = f("val/acc"), f("test/acc"), f(f"{BEST_TEST}/acc")
+    images_per_s = throughput.images_per_s if throughput is not None else None  # per process (DDP: x world size)
     sizes = dm.describe()
     record = RunRecord(
         status=status, reason=reason, result_key=key,
@@ -309,7 +326,7 @@ def _record(*, cfg, model, output_dir, key, info, trainer, throughput, divergenc
         num_params=count_parameters(model.net),
         epochs_run=int(trainer.current_epoch), max_epochs=int(cfg.trainer.max_epochs),
         train_size=sizes.get("train"), val_size=sizes.get("val", 0), test_size=sizes.get("test"),
-        images_seen=divergence.images_seen,
+        images_seen=divergence.images_seen if divergence is not None else None,
         train_acc=train_acc, train_error=_err(train_acc), val_acc=val_acc, val_error=_err(val_acc),
         test_acc=test_acc, test_error=_err(test_acc), best_val_test_acc=best, best_val_test_error=_err(best),
         val_acc_top5=f("val/acc_top5"), test_acc_top5=f("test/acc_top5"), val_live_fraction=f("val/live_fraction"),
@@ -319,7 +336,7 @@ def _record(*, cfg, model, output_dir, key, info, trainer, throughput, divergenc
         # what ran, which is not always what was asked: Lightning runs 16-mixed as bf16-mixed on a CPU
         device=str(trainer.strategy.root_device), precision=str(trainer.precision),
         precision_requested=str(cfg.trainer.precision), slurm_job_id=_slurm_job_id(),
-        wandb_run_id=info.get("wandb_run_id") if cfg.logger.name == "wandb" else None,
+        wandb_run_id=info.get("wandb_run_id") if any(_is_wandb(lg) for lg in trainer.loggers) else None,
         versions=runs.versions(), git_commit=runs.git_commit(),
     )
     if trainer.is_global_zero:
@@ -344,8 +361,12 @@ def _overrides() -> list[str]:
         return []
 
 
+def _is_wandb(logger) -> bool:
+    return logger.__class__.__name__ == "WandbLogger"
+
+
 def _finish_loggers(trainer, metrics: dict) -> None:
     for lg in trainer.loggers:
-        if lg.__class__.__name__ == "WandbLogger":
+        if _is_wandb(lg):
             from allconv_sweep.wandb_utils import finish_wandb
             finish_wandb(lg, metrics)

@@ -113,25 +113,6 @@ def options(cfg: DictConfig | dict) -> Options:
 
 
 # -- checkpoint and data ---------------------------------------------------------------------------
-def load_model(ckpt: str):
-    """The ImageClassifier of a training run, rebuilt from the config saved in its checkpoint."""
-    path = Path(ckpt).expanduser()
-    valid = "a last.ckpt or best.ckpt written by python -m allconv_sweep (<run>/checkpoints/)"
-    if not path.is_file():
-        raise UserError(f"ckpt={ckpt}: no such file; valid: {valid}")
-    from allconv_sweep.module import ImageClassifier  # lightning: imported only when there is a file to read
-
-    try:
-        model = ImageClassifier.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
-    except UserError:
-        raise
-    except Exception as e:  # noqa: BLE001 - pickle, zip, key and shape errors all mean "not one of ours"
-        why = " ".join(str(e).split())[:160]
-        raise UserError(f"ckpt={ckpt}: cannot be read as a checkpoint ({type(e).__name__}: {why}); "
-                        f"valid: {valid}") from None
-    return model
-
-
 @dataclass
 class Images:
     x: torch.Tensor          # as the network sees them (preprocessed)
@@ -144,14 +125,14 @@ class Images:
 def load_images(run_cfg: dict, opts: Options, n: int | None) -> Images:
     """``n`` images of ``opts.split`` (all when None) preprocessed exactly as in training, plus their
     pixels as stored, for display."""
-    from allconv_sweep.data import build_datamodule
+    from allconv_sweep.data import datamodule_from
 
     data = dict(run_cfg["data"])
     if opts.data_root is not None:
         data["root"] = opts.data_root
     paths = {**run_cfg.get("paths", {}), "cache_dir": opts.cache_dir or run_cfg.get("paths", {}).get("cache_dir")}
     cfg = {**run_cfg, "data": data, "paths": paths, "seed": int(run_cfg.get("seed", 0))}
-    dm = build_datamodule(cfg)
+    dm = datamodule_from(cfg)
     dm.prepare_data()
     dm.setup()
     if hasattr(dm, "splits"):  # in-memory sets (cifar10, cifar100, fake): the first n of the split
@@ -160,7 +141,7 @@ def load_images(run_cfg: dict, opts: Options, n: int | None) -> Images:
         if len(y) and run_cfg["preprocess"]["name"] == "none":
             raw = x.clamp(0, 1)
         elif len(y):  # same data config and split seed, no preprocessing: the same images as stored
-            plain = build_datamodule({**cfg, "preprocess": {"name": "none"}})
+            plain = datamodule_from({**cfg, "preprocess": {"name": "none"}})
             plain.setup()
             raw = plain.splits[opts.split][0][:n].cpu()
         index = torch.arange(len(y))
@@ -502,7 +483,9 @@ def write_index(opts: Options, run_cfg: dict, figs: list[Written], notes: list[s
 def visualize(cfg: DictConfig | dict) -> list[Path]:
     """Write the figures ``cfg`` asks for and their index.md; return the paths (PNGs, then index.md)."""
     opts = options(cfg)
-    model = load_model(opts.ckpt)
+    from allconv_sweep.module import load_checkpoint  # lightning: imported only when there is a file to read
+
+    model = load_checkpoint(opts.ckpt)
     run_cfg = model.hparams["cfg"]
     net = model.net.to(opts.device)
     name = run_cfg["model"]["name"]

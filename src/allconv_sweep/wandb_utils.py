@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
 
 # metrics.json fields copied into the W&B summary under the same names (what a runs table compares)
 SUMMARY_KEYS = ("status", "reason", "result_key", "train_error", "val_error", "test_error", "test_acc",
@@ -59,25 +58,21 @@ def default_group() -> Optional[str]:
     return folder.name
 
 
-def make_wandb_logger(cfg: DictConfig, output_dir: Path, info: dict):
+def make_wandb_logger(save_dir: str, project: str = "allconv_sweep", entity: Optional[str] = None,
+                      group: Optional[str] = None, name: Optional[str] = None, tags: Optional[list] = None,
+                      mode: Optional[str] = None):
+    """conf/logger/wandb.yaml's component: Lightning's WandbLogger for the run folder `save_dir`, continuing
+    the W&B run whose id the folder's run.json keeps (written by train() before the loggers are built), so
+    a killed and resumed job stays one W&B run. The config reaches it through log_hyperparams (train.py)."""
     from lightning.pytorch.loggers import WandbLogger
 
-    w = cfg.logger
-    mode = w.get("mode") or os.environ.get("WANDB_MODE") or ("online" if has_credentials() else "offline")
-    container = OmegaConf.to_container(cfg, resolve=True)
-    container.pop("hydra", None)
-    container["model"].pop("layers", None)  # the layer list is the model's name; keep the table readable
-    config = flatten(container)
-    config["result_key"] = info.get("result_key")
-    config["overrides"] = list(info.get("overrides") or [])
-    hc = _hydra()
-    name = w.get("run_name") or (hc.job.override_dirname if hc is not None and default_group() else None)
-    tags = list(w.get("tags") or []) + [f"family:{cfg.model.get('family')}", f"variant:{cfg.model.get('variant')}",
-                                        f"data:{cfg.data.name}"]
-    return WandbLogger(project=w.project, entity=w.get("entity"), group=w.get("group") or default_group(),
-                       name=name or f"{cfg.model.name}-{cfg.data.name}-lr{cfg.optimizer.lr}-s{cfg.seed}",
-                       id=info.get("wandb_run_id"), resume="allow", tags=tags, save_dir=str(output_dir),
-                       offline=mode == "offline", mode=mode, config=config, reinit="finish_previous")
+    from allconv_sweep.runs import read_run_info
+
+    mode = mode or os.environ.get("WANDB_MODE") or ("online" if has_credentials() else "offline")
+    run_id = (read_run_info(save_dir) or {}).get("wandb_run_id")
+    return WandbLogger(project=project, entity=entity, group=group or default_group(), name=name, id=run_id,
+                       resume="allow", tags=list(tags or []), save_dir=str(save_dir), offline=mode == "offline",
+                       mode=mode, reinit="finish_previous")
 
 
 def finish_wandb(logger, metrics: Optional[dict]) -> None:

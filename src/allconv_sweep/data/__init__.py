@@ -1,13 +1,16 @@
-from allconv_sweep.data.datamodule import ImageDataModule
+from allconv_sweep.data.datamodule import CifarDataModule, FakeDataModule, ImageDataModule
 
-__all__ = ["ImageDataModule", "build_datamodule"]
+__all__ = ["CifarDataModule", "FakeDataModule", "ImageDataModule", "datamodule_from"]
 
 
-def build_datamodule(cfg: dict):
-    """The data module for ``cfg['data']['name']`` from a resolved config: JPEG folders (imagenet) or the
-    in-memory sets (cifar10, cifar100, fake)."""
-    if cfg["data"]["name"] == "imagenet":
-        from allconv_sweep.data.imagenet import ImageNetDataModule
-        return ImageNetDataModule(cfg["data"], cfg["preprocess"], cfg["augment"], seed=int(cfg["seed"]))
-    return ImageDataModule(cfg["data"], cfg["preprocess"], cfg["augment"],
-                           cache_dir=cfg["paths"]["cache_dir"], seed=int(cfg["seed"]))
+def datamodule_from(cfg):
+    """The data module a (resolved) run config names: instantiate(cfg.data) with what every data module also
+    needs from the rest of the config (the preprocess and augment groups, the whitening cache, the seed)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from allconv_sweep.config import build
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return build(cfg["data"], preprocess=cfg["preprocess"], augment=cfg["augment"], seed=int(cfg["seed"]),
+                       cache_dir=(cfg.get("paths") or {}).get("cache_dir"), _convert_="all")

@@ -1,7 +1,9 @@
-"""One LightningDataModule for the in-memory image sets (CIFAR-10, CIFAR-100, fake).
+"""The LightningDataModules of the in-memory image sets: CIFAR-10/100 (CifarDataModule) and synthetic data
+(FakeDataModule), named by conf/data/*.yaml (_target_).
 
 read -> class subset -> stratified val split -> preprocess (fitted on the training split only) ->
 batches (sliced on the device, or a DataLoader) -> whole-batch augmentation after transfer.
+Values are checked by the schema (allconv_sweep/schema.py) before a module is built.
 """
 
 from __future__ import annotations
@@ -18,10 +20,6 @@ from allconv_sweep.data.fake import make_fake
 from allconv_sweep.data.loader import TensorBatches
 from allconv_sweep.data.whitening import fit_zca_cached, global_contrast_normalize
 from allconv_sweep.errors import UserError
-
-PREPROCESS = ("gcn_zca", "standardize", "none")
-AUGMENT = ("none", "flip_translate")
-
 
 def stratified_split(y: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, val): ``val_size`` images held out with every class in proportion, fixed by seed."""
@@ -45,42 +43,31 @@ def stratified_split(y: torch.Tensor, val_size: int, seed: int) -> tuple[torch.T
 
 
 class ImageDataModule(L.LightningDataModule):
-    def __init__(self, data: dict, preprocess: dict, augment: dict, cache_dir: str | None = None,
-                 seed: int = 0):
+    """What CIFAR and the fake set share. A subclass says where the images come from: ``_read()`` returns
+    {"train": (uint8 images N x 3 x H x W, int64 labels), "test": (...), "classes": [names]}."""
+
+    def __init__(self, *, name: str, num_classes: int, preprocess: dict, augment: dict, image_size: int = 32,
+                 val_size: int = 5000, split_seed: int = 0, classes: list[int] | None = None, batch_size: int = 128,
+                 eval_batch_size: int = 500, on_device: Any = "auto", num_workers: int = 0,
+                 cache_dir: str | None = None, seed: int = 0):
+        """preprocess / augment: the resolved preprocess and augment groups; cache_dir: fitted whitening
+        transforms; seed: the run's seed (batch order); the rest: conf/data/<name>.yaml."""
         super().__init__()
-        self.cfg, self.pre, self.aug = dict(data), dict(preprocess), dict(augment)
+        self.cfg = {"name": name, "num_classes": num_classes, "image_size": image_size, "val_size": val_size,
+                    "split_seed": split_seed, "classes": classes, "batch_size": batch_size,
+                    "eval_batch_size": eval_batch_size, "on_device": on_device, "num_workers": num_workers}
+        self.pre, self.aug = dict(preprocess), dict(augment)
+        if self.pre["name"] not in ("gcn_zca", "standardize", "none"):
+            raise UserError(f"preprocess={self.pre['name']} is not implemented for data={name} "
+                            f"(in-memory sets: gcn_zca, standardize, none)")
+        if self.aug["name"] not in ("none", "flip_translate"):
+            raise UserError(f"augment={self.aug['name']} does not apply to data={name} "
+                            f"(in-memory sets: none, flip_translate)")
         self.cache_dir, self.seed = cache_dir, seed
-        self.num_classes = int(self.cfg["num_classes"])
+        self.num_classes = int(num_classes)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.cache_hit: bool | None = None
         self.device = torch.device("cpu")
-        self._validate()
-
-    def _validate(self) -> None:
-        c = self.cfg
-        for key in ("batch_size", "eval_batch_size"):
-            if not isinstance(c[key], int) or c[key] <= 0:
-                raise UserError(f"data.{key}={c[key]!r}: must be a positive integer")
-        if not isinstance(c["val_size"], int) or c["val_size"] < 0:
-            raise UserError(f"data.val_size={c['val_size']!r}: must be an integer >= 0")
-        if self.pre["name"] not in PREPROCESS:
-            raise UserError(f"preprocess={self.pre['name']!r}; valid: {', '.join(PREPROCESS)}")
-        if self.aug["name"] not in AUGMENT:
-            raise UserError(f"augment={self.aug['name']!r}; valid: {', '.join(AUGMENT)}")
-        if c.get("on_device", "auto") not in ("auto", True, False):
-            raise UserError(f"data.on_device={c['on_device']!r}; valid: auto, true, false")
-
-    # -- reading -----------------------------------------------------------------------------------
-    def _read(self) -> dict:
-        c = self.cfg
-        if c["name"] == "fake":
-            return make_fake(int(c.get("total_classes") or self.num_classes), int(c["train_size"]), int(c["test_size"]),
-                             int(c["image_size"]), float(c["noise"]))
-        if c["name"] in ("cifar10", "cifar100"):
-            root = ensure_cifar(c["name"], c["root"], bool(c["download"]), bool(c["verify"]),
-                                c.get("url"), c.get("archive_md5"))
-            return read_cifar(c["name"], root)
-        raise UserError(f"data={c['name']!r}; valid: cifar10, cifar100, fake")
 
     def _subset_classes(self, raw: dict) -> dict:
         classes = self.cfg.get("classes")
@@ -121,11 +108,6 @@ class ImageDataModule(L.LightningDataModule):
                      "split_seed": self.cfg["split_seed"], "classes": self.cfg.get("classes"), "gcn_scale": scale}
         zca, self.cache_hit = fit_zca_cached(gcn[0], float(self.pre["zca_filter_bias"]), self.cache_dir, key_parts)
         return [zca(x).reshape(-1, *shape) for x in gcn]
-
-    def prepare_data(self) -> None:
-        if self.cfg["name"] in ("cifar10", "cifar100"):  # download once, on one process
-            ensure_cifar(self.cfg["name"], self.cfg["root"], bool(self.cfg["download"]), bool(self.cfg["verify"]),
-                         self.cfg.get("url"), self.cfg.get("archive_md5"))
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -183,3 +165,37 @@ class ImageDataModule(L.LightningDataModule):
             x, y = batch
             batch = (flip_translate(x, int(self.aug["max_shift"]), bool(self.aug["flip"])), y)
         return batch
+
+
+class CifarDataModule(ImageDataModule):
+    """data=cifar10 / cifar100: the real "python version" files, found, downloaded and verified through
+    torchvision (allconv_sweep/data/cifar.py)."""
+
+    def __init__(self, *, root: str, download: bool = True, verify: bool = True, url: str | None = None,
+                 archive_md5: str | None = None, **common: Any):
+        super().__init__(**common)
+        self.cfg.update(root=root, download=download, verify=verify, url=url, archive_md5=archive_md5)
+
+    def _ensure(self):
+        c = self.cfg
+        return ensure_cifar(c["name"], c["root"], bool(c["download"]), bool(c["verify"]), c["url"], c["archive_md5"])
+
+    def prepare_data(self) -> None:  # download once, on one process
+        self._ensure()
+
+    def _read(self) -> dict:
+        return read_cifar(self.cfg["name"], self._ensure())
+
+
+class FakeDataModule(ImageDataModule):
+    """data=fake: synthetic, learnable, CIFAR-shaped (smoke runs and tests; no files)."""
+
+    def __init__(self, *, total_classes: int = 10, train_size: int = 512, test_size: int = 256, noise: float = 0.5,
+                 **common: Any):
+        super().__init__(**common)
+        self.cfg.update(total_classes=total_classes, train_size=train_size, test_size=test_size, noise=noise)
+
+    def _read(self) -> dict:
+        c = self.cfg
+        return make_fake(int(c["total_classes"]), int(c["train_size"]), int(c["test_size"]), int(c["image_size"]),
+                         float(c["noise"]))

@@ -99,6 +99,12 @@ class PaperSweeper(BasicSweeper):
         plan_mod.write_manifest(sweep_dir, name, jobs)
         todo = [j for j in jobs if j.todo]
         log.info(f"sweep {name} in {sweep_dir}: {len(jobs)} jobs; {plan_mod.summary(jobs)}")
+        _print_config_once(jobs)
+        import os
+        import time
+
+        from allconv_sweep.console import SWEEP_JOBS, SWEEP_START
+        os.environ[SWEEP_START], os.environ[SWEEP_JOBS] = str(time.time()), str(len(todo))
         returns = []
         size = self.max_batch_size or len(todo) or 1
         try:
@@ -119,6 +125,34 @@ class PaperSweeper(BasicSweeper):
         finally:
             folder_lock.release()
         return returns
+
+
+def _print_config_once(jobs) -> None:
+    """The first job's composed config, once for the sweep; each job then prints only its overrides."""
+    first = jobs[0].config if jobs else None
+    if first is None or not OmegaConf.select(first, "print_config", default=True):
+        return
+    from omegaconf import open_dict
+
+    from allconv_sweep.console import console, print_config_tree
+
+    shown = first.copy()
+    with open_dict(shown):
+        shown.pop("hydra", None)
+        shown.paths.output_dir = "<the job's folder>"
+        if "sweep" in shown:
+            shown.sweep.dir = str(jobs[0].dir.parent)
+        if "tracking" in shown:
+            shown.tracking.run_name = "<the job's overrides>"
+    console.print(f"[bold]config of job 1[/bold] (the others differ in: {_swept(jobs)})")
+    print_config_tree(shown)
+
+
+def _swept(jobs) -> str:
+    keys = {o.lstrip("+~").split("=", 1)[0] for j in jobs for o in j.overrides if not o.startswith("hydra.")}
+    varying = sorted(k for k in keys if len({next((o for o in j.overrides if o.lstrip("+~").split("=", 1)[0] == k), None)
+                                             for j in jobs}) > 1)
+    return ", ".join(varying) or "nothing"
 
 
 class _signals_raise:

@@ -1,0 +1,448 @@
+"""The one schema: a structured config (dataclass) per config-group option, registered in Hydra's ConfigStore
+under schema/<group>/<option> and named by each YAML file's defaults list (`- /schema/optimizer/sgd@_here_`).
+
+OmegaConf checks types and choices (Enum fields) whenever a value is merged: at composition, for the
+command line, the sweep planner and tests alike, and a string from ${oc.env:X,0.05} becomes the float it
+says. The range checks are each dataclass's __post_init__, run by validate() (OmegaConf.to_object builds the
+dataclasses) once after composition. Every failure becomes one line naming the key, the value and what is
+valid (config.user_error).
+
+The YAML files keep the values and the comments that say why (conf/); this file keeps the types and limits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+from omegaconf import MISSING
+
+MAX_INT = 2**31 - 1  # sizes and counts beyond this are typos (and overflow torch's int32 indexing)
+
+
+# model.init (allconv_sweep.nets.init_weights says each law). The functional form: a name may hold a dot.
+INITS = ("caffe_xavier", "caffe_msra", "xavier_uniform", "normal_0.05")
+Init = Enum("Init", {name: name for name in INITS}, type=str)
+
+
+class Head(str, Enum):
+    conv = "conv"   # the paper's 1x1 class conv + global average
+    fc = "fc"       # global average + a linear layer
+
+
+# trainer.precision: Lightning's names (and its integer aliases 32, 16), plus auto (allconv_sweep.precision)
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "auto")
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+def _positive(value: Any, key: str, integer: bool = False, zero: bool = False) -> None:
+    what = ("an integer" if integer else "a finite number") + (" >= 0" if zero else " > 0")
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int))
+    if bad or not math.isfinite(value) or value < 0 or (value == 0 and not zero) or (integer and value > MAX_INT):
+        raise ValueError(f"{key}={value!r}: must be {what}" + (f" up to {MAX_INT}" if integer else ""))
+
+
+def _within(value: Any, key: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{key}={value!r}: must be in {interval}")
+
+
+def _auto_or_bool(value: Any, key: str) -> None:
+    if value not in ("auto", True, False):
+        raise ValueError(f"{key}={value!r}; valid: auto, true, false")
+
+
+# ------------------------------------------------------------------------------------------------- model
+
+@dataclass
+class ModelConf:
+    """conf/model/*.yaml + conf/model_options/default.yaml; instantiate(cfg.model) -> the network."""
+    _target_: str = "allconv_sweep.nets.build_network"
+    name: str = MISSING
+    family: Optional[str] = None
+    variant: Optional[str] = None
+    layers: List[Any] = MISSING
+    final_relu: bool = True
+    init: Init = Init["xavier_uniform"]
+    batch_norm: bool = False
+    head: Head = Head.conv
+    channels_last: bool = True
+    compile: bool = False
+
+
+# -------------------------------------------------------------------------------------------------- data
+
+@dataclass
+class _InMemoryData:
+    name: str = MISSING
+    num_classes: int = MISSING
+    image_size: int = 32
+    val_size: int = 5000
+    split_seed: int = 0
+    classes: Optional[List[int]] = None
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    on_device: Any = "auto"
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self.num_classes, "data.num_classes", integer=True)
+        _positive(self.batch_size, "data.batch_size", integer=True)
+        _positive(self.eval_batch_size, "data.eval_batch_size", integer=True)
+        _positive(self.val_size, "data.val_size", integer=True, zero=True)
+        _positive(self.num_workers, "data.num_workers", integer=True, zero=True)
+        _positive(self.split_seed, "data.split_seed", integer=True, zero=True)
+        _auto_or_bool(self.on_device, "data.on_device")
+        if self.classes is not None and len(self.classes) != self.num_classes:
+            raise ValueError(f"data.classes has {len(self.classes)} classes but data.num_classes={self.num_classes}: "
+                             f"set data.num_classes={len(self.classes)}")
+
+
+@dataclass
+class CifarDataConf(_InMemoryData):
+    _target_: str = "allconv_sweep.data.CifarDataModule"
+    root: str = "data"
+    download: bool = True
+    verify: bool = True
+
+
+@dataclass
+class FakeDataConf(_InMemoryData):
+    _target_: str = "allconv_sweep.data.FakeDataModule"
+    total_classes: int = 10
+    train_size: int = 512
+    test_size: int = 256
+    noise: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self.total_classes, "data.total_classes", integer=True)
+        _positive(self.train_size, "data.train_size", integer=True)
+        _positive(self.test_size, "data.test_size", integer=True)
+        _positive(self.noise, "data.noise", zero=True)
+
+
+@dataclass
+class ImageNetDataConf:
+    _target_: str = "allconv_sweep.data.imagenet.ImageNetDataModule"
+    name: str = "imagenet"
+    num_classes: int = 1000
+    max_per_class: Optional[int] = None
+    root: str = "data/imagenet"
+    train_dir: str = "train"
+    val_dir: str = "val"
+    test_dir: str = "val"
+    image_size: int = 224
+    resize: int = 256
+    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    batch_size: int = 64
+    eval_batch_size: int = 250
+    num_workers: int = 8
+    pin_memory: Any = "auto"
+    persistent_workers: bool = True
+    prefetch_factor: int = 4
+
+    def __post_init__(self) -> None:
+        from allconv_sweep.data.imagenet import MIN_IMAGE_SIZE
+
+        for key in ("num_classes", "batch_size", "eval_batch_size", "image_size", "resize", "prefetch_factor"):
+            _positive(getattr(self, key), f"data.{key}", integer=True)
+        _positive(self.num_workers, "data.num_workers", integer=True, zero=True)
+        if self.max_per_class is not None:
+            _positive(self.max_per_class, "data.max_per_class", integer=True)
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise ValueError(f"data.image_size={self.image_size}: the ImageNet network needs at least {MIN_IMAGE_SIZE}")
+        if self.resize < self.image_size:
+            raise ValueError(f"data.resize={self.resize} < data.image_size={self.image_size}: the centre crop "
+                             f"must fit (ImageNet's usual pair is 256 / 224)")
+        _auto_or_bool(self.pin_memory, "data.pin_memory")
+        if not (len(self.mean) == len(self.std) == 3 and min(self.std) > 0):
+            raise ValueError(f"data.mean={list(self.mean)} / data.std={list(self.std)}: need 3 values each (RGB), std > 0")
+
+
+# ------------------------------------------------------------------------------ preprocessing, augmentation
+
+@dataclass
+class PreprocessConf:
+    name: str = MISSING
+
+
+@dataclass
+class GcnZcaConf(PreprocessConf):
+    gcn_scale: float = 55.0
+    zca_filter_bias: float = 0.1
+
+    def __post_init__(self) -> None:
+        _positive(self.gcn_scale, "preprocess.gcn_scale")
+        _positive(self.zca_filter_bias, "preprocess.zca_filter_bias", zero=True)
+
+
+@dataclass
+class AugmentConf:
+    name: str = MISSING
+
+
+@dataclass
+class FlipTranslateConf(AugmentConf):
+    flip: bool = True
+    max_shift: int = 5
+
+    def __post_init__(self) -> None:
+        _positive(self.max_shift, "augment.max_shift", integer=True, zero=True)
+
+
+@dataclass
+class RandomResizedCropConf(AugmentConf):
+    scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
+    ratio: List[float] = field(default_factory=lambda: [0.75, 1.3333333])
+    flip: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("scale", "ratio"):
+            lo_hi = list(getattr(self, key))
+            if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
+                raise ValueError(f"augment.{key}={lo_hi}: must be [low, high] with 0 < low <= high")
+
+
+# ------------------------------------------------------------------------------------ optimizer, schedule
+
+@dataclass
+class SGDConf:
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = True      # the parameters are bound later: instantiate(cfg.optimizer)(net.parameters())
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.001
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        _positive(self.lr, "optimizer.lr")
+        _within(self.momentum, "optimizer.momentum", 0, 1, high_open=True)
+        _positive(self.weight_decay, "optimizer.weight_decay", zero=True)
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("optimizer.nesterov=true needs optimizer.momentum > 0")
+
+
+@dataclass
+class AdamConf:
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = 0.001
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive(self.lr, "optimizer.lr")
+        if len(self.betas) != 2:
+            raise ValueError(f"optimizer.betas={list(self.betas)}: must be two numbers in [0, 1)")
+        for b in self.betas:
+            _within(b, "optimizer.betas", 0, 1, high_open=True)
+        _positive(self.eps, "optimizer.eps")
+        _positive(self.weight_decay, "optimizer.weight_decay", zero=True)
+
+
+@dataclass
+class PaperScheduleConf:
+    _target_: str = "allconv_sweep.schedule.paper_schedule"
+    _partial_: bool = True      # the optimizer and the run's length are bound in configure_optimizers
+    milestones: List[float] = field(default_factory=lambda: [200.0, 250.0, 300.0])
+    of_epochs: int = 350
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive(self.of_epochs, "scheduler.of_epochs", integer=True)
+        _within(self.gamma, "scheduler.gamma", 0, 1, low_open=True)
+        _positive(self.warmup_epochs, "scheduler.warmup_epochs", zero=True)
+        for m in self.milestones:
+            _positive(m, "scheduler.milestones", zero=True)
+
+
+# --------------------------------------------------------------------------------------------- trainer
+
+@dataclass
+class TrainerConf:
+    """Lightning Trainer arguments (instantiate(cfg.trainer, callbacks=..., logger=...)). Another Trainer
+    argument: add it here and to conf/trainer/default.yaml."""
+    _target_: str = "lightning.pytorch.Trainer"
+    max_epochs: int = 350
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    sync_batchnorm: bool = False
+    precision: str = "32-true"
+    deterministic: bool = False
+    benchmark: Optional[bool] = None
+    gradient_clip_val: Optional[float] = None
+    accumulate_grad_batches: int = 1
+    log_every_n_steps: int = 50
+    limit_train_batches: Optional[float] = None
+    limit_val_batches: Optional[float] = None
+    limit_test_batches: Optional[float] = None
+    check_val_every_n_epoch: int = 1
+    enable_progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        _positive(self.max_epochs, "trainer.max_epochs", integer=True)
+        if str(self.precision) not in PRECISIONS:
+            raise ValueError(f"trainer.precision={self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        _positive(self.num_nodes, "trainer.num_nodes", integer=True)
+        _positive(self.log_every_n_steps, "trainer.log_every_n_steps", integer=True)
+        _positive(self.check_val_every_n_epoch, "trainer.check_val_every_n_epoch", integer=True)
+        _positive(self.accumulate_grad_batches, "trainer.accumulate_grad_batches", integer=True)
+        if self.gradient_clip_val is not None:
+            _positive(self.gradient_clip_val, "trainer.gradient_clip_val")
+
+
+# ------------------------------------------------------------------------------------- callbacks, loggers
+
+@dataclass
+class DivergenceConf:
+    """callbacks.divergence: allconv_sweep.callbacks.DivergenceMonitor."""
+    _target_: str = "allconv_sweep.callbacks.DivergenceMonitor"
+    num_classes: int = MISSING
+    dead_output_fraction: float = 0.01
+    dead_output_images: Optional[int] = 100_000
+    chance_images: Optional[int] = 500_000
+    chance_margin: float = 0.02
+
+    def __post_init__(self) -> None:
+        _within(self.dead_output_fraction, "callbacks.divergence.dead_output_fraction", 0, 1)
+        for key in ("dead_output_images", "chance_images"):
+            if getattr(self, key) is not None:
+                _positive(getattr(self, key), f"callbacks.divergence.{key}", integer=True)
+        _within(self.chance_margin, "callbacks.divergence.chance_margin", -1, 1)
+
+
+@dataclass
+class NonFiniteStopConf:
+    """callbacks.nonfinite: Lightning's EarlyStopping, used only for check_finite (a NaN/inf training loss
+    stops the run at the epoch's end; patience never runs out)."""
+    _target_: str = "lightning.pytorch.callbacks.EarlyStopping"
+    monitor: str = "train/loss_epoch"
+    check_finite: bool = True
+    check_on_train_epoch_end: bool = True
+    patience: int = MAX_INT
+    mode: str = "min"
+    verbose: bool = False
+
+
+@dataclass
+class WandbConf:
+    _target_: str = "allconv_sweep.wandb_utils.make_wandb_logger"
+    save_dir: str = MISSING
+    project: str = "allconv_sweep"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    name: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    mode: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in (None, "online", "offline", "disabled"):
+            raise ValueError(f"logger.wandb.mode={self.mode!r}; valid: null (online with credentials), online, offline, disabled")
+
+
+@dataclass
+class TrackingConf:
+    """How runs are grouped and named in experiment trackers (W&B); sweeps set these."""
+    group: Optional[str] = None
+    run_name: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------- launchers
+
+@dataclass
+class LocalLauncherConf:
+    name: str = "local"
+
+
+@dataclass
+class GpusLauncherConf:
+    name: str = "gpus"
+    n_jobs: Optional[int] = None
+    jobs_per_gpu: int = 1
+    lease_dir: str = MISSING
+
+    def __post_init__(self) -> None:
+        if self.n_jobs is not None:
+            _positive(self.n_jobs, "launcher.n_jobs", integer=True)
+        _positive(self.jobs_per_gpu, "launcher.jobs_per_gpu", integer=True)
+
+
+@dataclass
+class SlurmLauncherConf:
+    name: str = "slurm"
+    partition: Optional[str] = None
+    gpus_per_job: int = 1
+    cpus_per_task: int = 8
+    mem_gb: int = 32
+    timeout_min: int = 720
+    array_parallelism: int = 64
+    max_requeues: int = 3
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _positive(self.gpus_per_job, "launcher.gpus_per_job", integer=True, zero=True)
+        for key in ("cpus_per_task", "mem_gb", "timeout_min", "array_parallelism"):
+            _positive(getattr(self, key), f"launcher.{key}", integer=True)
+        _positive(self.max_requeues, "launcher.max_requeues", integer=True, zero=True)
+
+
+@dataclass
+class PathsConf:
+    output_dir: str = MISSING
+    cache_dir: Optional[str] = None
+
+
+# -------------------------------------------------------------------------------------------- top level
+
+@dataclass
+class RunConf:
+    """The keys at the top of conf/config.yaml (checked by validate(); the groups have their own)."""
+    seed: int = 0
+    resume: bool = True
+    finetune_from: Optional[str] = None
+    print_config: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed={self.seed!r}: must be an integer in [0, 2^32)")
+
+
+SCHEMAS: dict[str, Any] = {
+    "model/network": ModelConf,
+    "data/cifar": CifarDataConf, "data/fake": FakeDataConf, "data/imagenet": ImageNetDataConf,
+    "preprocess/plain": PreprocessConf, "preprocess/gcn_zca": GcnZcaConf,
+    "augment/plain": AugmentConf, "augment/flip_translate": FlipTranslateConf,
+    "augment/random_resized_crop": RandomResizedCropConf,
+    "optimizer/sgd": SGDConf, "optimizer/adam": AdamConf,
+    "scheduler/paper": PaperScheduleConf,
+    "trainer/lightning": TrainerConf,
+    "callbacks/divergence": DivergenceConf, "callbacks/nonfinite": NonFiniteStopConf,
+    "logger/wandb": WandbConf,
+    "launcher/local": LocalLauncherConf, "launcher/gpus": GpusLauncherConf, "launcher/slurm": SlurmLauncherConf,
+    "paths/default": PathsConf, "tracking/default": TrackingConf,
+}
+
+
+def register() -> None:
+    """Put every schema in Hydra's ConfigStore as schema/<group>/<name> (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    for path, node in SCHEMAS.items():
+        group, name = path.split("/")
+        cs.store(group=f"schema/{group}", name=name, node=node, provider="allconv_sweep")
