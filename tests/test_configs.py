@@ -29,9 +29,9 @@ def test_default_config_is_the_papers_protocol():
     cfg = compose([])
     assert cfg.model.name == "all_cnn_c" and cfg.data.name == "cifar10" and cfg.preprocess.name == "gcn_zca"
     assert cfg.augment.name == "none" and cfg.optimizer.lr == 0.05 and cfg.optimizer.momentum == 0.9
-    assert cfg.optimizer.weight_decay == 0.001 and cfg.data.batch_size == 128 and cfg.trainer.max_epochs == 350
+    assert cfg.optimizer.weight_decay == 0.001 and cfg.data.batch_size == 256 and cfg.trainer.max_epochs == 350
     assert list(cfg.scheduler.milestones) == [200, 250, 300] and cfg.scheduler.gamma == 0.1
-    assert cfg.model.final_relu is True and cfg.model.init == "xavier_uniform" and list(cfg.logger) == ["csv"]
+    assert cfg.model.final_relu is True and cfg.model.init == "caffe_xavier" and list(cfg.logger) == ["csv"]
     assert cfg.preprocess.gcn_scale == 55.0 and cfg.preprocess.zca_filter_bias == 0.1 and cfg.data.val_size == 5000
 
 

@@ -38,8 +38,8 @@ def test_map_counts_alive_seeds_and_the_epoch_each_dead_run_died(tmp_path):
     assert died == {("caffe_xavier", 0): None, ("caffe_xavier", 1): None, ("xavier_uniform", 0): 3,
                     ("xavier_uniform", 1): None}
     md = (sweep / "stability.md").read_text()
-    assert "| caffe_xavier | 256 | 0.05 | 2/2 | - | 2.200, 2.260 | 100.0%, 90.0% | 17.0%; 18.0%, 16.0% |" in md
-    assert "| xavier_uniform | 128 | 0.05 | 1/2 | 3 |" in md
+    assert "| caffe_xavier | 256 | 0.05 | 2/2 | 2/2 | - | 2.200, 2.260 | 100.0%, 90.0% | 17.0%; 18.0%, 16.0% |" in md
+    assert "| xavier_uniform | 128 | 0.05 | 1/2 | 1/2 | 3 |" in md  # the survivor left the plateau (2.28)
     assert (sweep / "stability.png").stat().st_size > 20_000
 
 

@@ -69,7 +69,7 @@ class ModelConf:
     variant: Optional[str] = None
     layers: List[Any] = MISSING
     final_relu: bool = True
-    init: Init = Init["xavier_uniform"]
+    init: Init = Init["caffe_xavier"]
     batch_norm: bool = False
     head: Head = Head.conv
     channels_last: bool = True

@@ -19,11 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from allconv_sweep.errors import UserError
+from allconv_sweep.errors import UserError, command
 from allconv_sweep.runs import Unreadable, read_record
 
 STABILITY_MD, STABILITY_PNG = "stability.md", "stability.png"
 DEAD_FRACTION = 0.01  # the DivergenceMonitor's default dead_output_fraction
+# "learning" at the end: the last epoch's training loss clearly below the ln 10 = 2.3026 plateau (a run can
+# be alive, its class scores firing, and still have fallen back onto the plateau: ~2.30)
+PLATEAU_EXIT = 2.29
 
 
 @dataclass
@@ -61,6 +64,10 @@ class Run:
     @property
     def alive(self) -> bool:
         return self.status == "ok" and self.died_epoch is None
+
+    @property
+    def learning(self) -> bool:
+        return self.alive and bool(self.train_loss) and self.train_loss[-1] < PLATEAU_EXIT
 
     @property
     def steps_per_epoch(self) -> Optional[int]:
@@ -136,17 +143,19 @@ def render_md(sweep_dir: Path, runs: list[Run]) -> str:
              "All-CNN-C as in the paper (GCN+ZCA, final ReLU, dropout, no batch norm). A run is *alive* when "
              f"it ended ok with at least {DEAD_FRACTION:.0%} of the validation images firing a class score at "
              "its last epoch; *died* is the first epoch from which that share stayed under "
-             f"{DEAD_FRACTION:.0%}.", "",
+             f"{DEAD_FRACTION:.0%}; *learning* when, alive, its last epoch's training loss is below {PLATEAU_EXIT} "
+             f"(off the ln 10 = 2.303 plateau; a run can be alive and back on it).", "",
              f"Epochs run: {', '.join(map(str, epochs))}.", "",
-             "| init | batch | lr | alive | died at epoch | last-epoch train loss | live at the end | test acc (mean; per seed) |",
-             "|---|---:|---:|---:|---|---|---|---|"]
+             "| init | batch | lr | alive | learning | died at epoch | last-epoch train loss | live at the end | test acc (mean; per seed) |",
+             "|---|---:|---:|---:|---:|---|---|---|---|"]
     for (init, bs, lr), rs in cells.items():
         accs = [r.test_acc for r in rs if r.test_acc is not None]
         mean = statistics.fmean(accs) if accs else None
         died = ", ".join(str(r.died_epoch) for r in rs if r.died_epoch is not None) or "-"
         loss = ", ".join(f"{r.train_loss[-1]:.3f}" if r.train_loss else "-" for r in rs)
         live = ", ".join(_pct(r.live[-1]) if r.live else "-" for r in rs)
-        lines.append(f"| {init} | {bs} | {lr:g} | {sum(r.alive for r in rs)}/{len(rs)} | {died} | {loss} | {live} | "
+        lines.append(f"| {init} | {bs} | {lr:g} | {sum(r.alive for r in rs)}/{len(rs)} | {sum(r.learning for r in rs)}/{len(rs)} | "
+                     f"{died} | {loss} | {live} | "
                      f"{_pct(mean)}; " + ", ".join(_pct(a) for a in accs) + " |")
     lines += ["", "## Every run", "",
               "| init | batch | lr | seed | status | epochs | steps/epoch | val live fraction per epoch (%) | train loss per epoch | test acc | note |",
@@ -178,11 +187,12 @@ def write_png(path: Path, runs: list[Run]) -> None:
     for (i, b, lr), rs in cells.items():
         y, x = rows.index((i, b)), cols.index(lr)
         v = grid[y][x]
-        ax.text(x, y, f"{v:.1f}%\n{sum(r.alive for r in rs)}/{len(rs)} alive", ha="center", va="center",
+        ax.text(x, y, f"{v:.1f}%\n{sum(r.alive for r in rs)}/{len(rs)} alive, {sum(r.learning for r in rs)} learning",
+                ha="center", va="center",
                 color="white" if v < 14 else "black", fontsize=9)
     ax.set_xticks(range(len(cols)), [f"lr {c:g}" for c in cols])
     ax.set_yticks(range(len(rows)), [f"{i}, batch {b}" for i, b in rows])
-    ax.set_title("test accuracy (mean over seeds) and seeds alive at the end")
+    ax.set_title("test accuracy (mean over seeds); seeds alive / learning at the end")
     fig.colorbar(im, ax=ax, label="test accuracy (%)")
     colours = {init: plt.get_cmap("tab10")(k) for k, init in enumerate(sorted({r.init for r in runs}))}
     styles = {bs: s for bs, s in zip(sorted({r.batch_size for r in runs}), ("-", "--", ":", "-."))}
@@ -257,12 +267,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("sweep_dir")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        write(args.sweep_dir, plot=not args.no_plot)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return command(write, args.sweep_dir, plot=not args.no_plot)
 
 
 if __name__ == "__main__":
