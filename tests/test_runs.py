@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -382,8 +383,14 @@ def test_a_signal_exits_nonzero_records_interrupted_and_the_same_command_resumes
 
 def test_a_killed_job_resumes_into_one_wandb_run(tmp_path):
     """SIGKILL mid-run (no chance to record anything), then the same command: one W&B run id across both
-    processes, the one metrics.json records it and the resume."""
+    processes, the one metrics.json records it and the resume. The parent has a W&B service of its own, as a
+    sweep or notebook that used W&B would: wandb advertises it to child processes (WANDB_SERVICE), and a job
+    that used it would leave the killed run's stream open there, refusing the resume ("run ID is in use")."""
     import signal
+
+    import wandb
+    wandb.setup()
+    assert os.environ.get("WANDB_SERVICE")
     run = tmp_path / "run"
     args = [*SIGNAL_RUN, "logger=wandb", f"hydra.run.dir={run}"]
     env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_API_KEY": ""}

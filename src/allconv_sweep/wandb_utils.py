@@ -70,9 +70,21 @@ def make_wandb_logger(save_dir: str, project: str = "allconv_sweep", entity: Opt
 
     mode = mode or os.environ.get("WANDB_MODE") or ("online" if has_credentials() else "offline")
     run_id = (read_run_info(save_dir) or {}).get("wandb_run_id")
+    own_wandb_service()
     return WandbLogger(project=project, entity=entity, group=group or default_group(), name=name, id=run_id,
                        resume="allow", tags=list(tags or []), save_dir=str(save_dir), offline=mode == "offline",
                        mode=mode, reinit="finish_previous")
+
+
+def own_wandb_service() -> None:
+    """A job process talks to a W&B service of its own, not to one it inherited. wandb puts its service's
+    address in WANDB_SERVICE (with the pid that started it) and child processes connect to it; a job killed
+    with SIGKILL then leaves its run's stream open in the parent's service, and the resumed job (same run
+    id) is refused with "run ID ... is in use". A service this process started itself is kept."""
+    token = os.environ.get("WANDB_SERVICE")
+    match = re.match(r"^\d+-(\d+)-", token or "")
+    if token and (match is None or int(match.group(1)) != os.getpid()):
+        os.environ.pop("WANDB_SERVICE")
 
 
 def finish_wandb(logger, metrics: Optional[dict]) -> None:
