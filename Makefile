@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: venv test test-slow test-all train smoke bench agreement clean
+.PHONY: venv test test-slow test-slurm test-all train smoke bench agreement clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ test: $(STAMP)            ## the fast suite (CPU, synthetic data and small real 
 
 test-slow: $(STAMP)       ## real-data runs on ../shared/data (minutes each)
 	$(BIN)/python -m pytest -m slow $(ARGS)
+
+test-slurm: $(STAMP)      ## launcher=slurm on a real single-node SLURM cluster it starts and stops (root, apt-get)
+	bash tests/slurm/run.sh $(ARGS)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "slow or not slow" $(ARGS)

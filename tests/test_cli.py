@@ -19,8 +19,13 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedPr
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_smoke_experiment_end_to_end(tmp_path):
-    """What the README's quick start runs: finishes on CPU, prints the summary, writes status ok."""
+def test_smoke_experiment_end_to_end(tmp_path, monkeypatch):
+    """What the README's quick start runs: finishes on CPU, prints the summary, writes status ok. With SLURM's
+    client installed (an `srun` on PATH), Lightning's hint to use srun is not printed: it does not apply."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     r = run_cli("experiment=smoke", f"hydra.run.dir={tmp_path}/smoke", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((tmp_path / "smoke" / "metrics.json").read_text())
@@ -28,6 +33,7 @@ def test_smoke_experiment_end_to_end(tmp_path):
     assert m["test_acc"] > 0.2  # learns: chance is 0.1
     assert "all_cnn_c on fake" in r.stdout and "test (final model)" in r.stdout  # the rich summary table
     assert (tmp_path / "smoke" / ".hydra" / "config.yaml").is_file()
+    assert "srun" not in r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -33,6 +33,17 @@ def register() -> None:
         OmegaConf.register_new_resolver("allconv.dirname_excludes", lambda: list(dirname_exclude_keys()))
     if not OmegaConf.has_resolver("allconv.groups_help"):
         OmegaConf.register_new_resolver("allconv.groups_help", groups_help)
+    # launcher=slurm: gpus_per_job=0 is a CPU job of one task (not 0 devices, 0 tasks)
+    if not OmegaConf.has_resolver("allconv.at_least_one"):
+        OmegaConf.register_new_resolver("allconv.at_least_one", lambda n: max(1, int(n)))
+    if not OmegaConf.has_resolver("allconv.accelerator_for"):
+        OmegaConf.register_new_resolver("allconv.accelerator_for", lambda gpus: "gpu" if int(gpus) > 0 else "cpu")
+    if not OmegaConf.has_resolver("allconv.user"):  # launcher=gpus: one lease folder per user
+        import getpass
+        OmegaConf.register_new_resolver("allconv.user", getpass.getuser)
+    if not OmegaConf.has_resolver("allconv.abspath"):
+        import os
+        OmegaConf.register_new_resolver("allconv.abspath", lambda p: os.path.abspath(str(p)))
 
 
 def groups_help() -> str:

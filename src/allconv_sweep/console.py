@@ -20,8 +20,13 @@ def quiet_lightning(level: int | None = None) -> None:
     import logging
     import warnings
 
-    for message in (".*does not have many workers.*", ".*is a sized iterable.*", ".*The number of training batches.*",
-                    ".*treespec, LeafSpec.*"):
+    import os
+
+    messages = [".*does not have many workers.*", ".*is a sized iterable.*", ".*The number of training batches.*",
+                ".*treespec, LeafSpec.*"]
+    if os.environ.get("SLURM_NTASKS", "1") == "1":  # srun matters only for several tasks in one SLURM job
+        messages.append(".*The `srun` command is available on your system but is not used.*")
+    for message in messages:
         warnings.filterwarnings("ignore", message=message)
     for name in ("lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)

@@ -279,6 +279,8 @@ class RunRecord:
     device: Optional[str] = None
     precision: Optional[str] = None           # what ran (Lightning runs 16-mixed as bf16-mixed on a CPU)
     precision_requested: Optional[str] = None
+    precision_reason: Optional[str] = None    # why (trainer.precision=auto: the hardware's native bf16 or not)
+    cpu: Optional[str] = None                 # the CPU's model and its speed-relevant flags (CPU runs)
     slurm_job_id: Optional[str] = None
     wandb_run_id: Optional[str] = None
     versions: dict[str, str] = field(default_factory=dict)
@@ -648,14 +650,32 @@ def _row(name: str, path: Path, plan: dict) -> Row:
         info.setdefault("lr", (cfg.get("optimizer") or {}).get("lr"))
         info.setdefault("seed", cfg.get("seed"))
     started = (path / ".hydra").is_dir() or (path / RUN_FILE).is_file()
-    reason = (f"{damaged}: its result is unknown" if damaged else
-              f"no {METRICS_FILE}: " + ("started but never finished (running, killed, or stopped by a config "
-                                        "error: see the job's .log)" if started else "never started"))
+    if damaged:
+        reason = f"{damaged}: its result is unknown"
+    elif plan.get("reason"):  # the sweep saw it end (a SLURM job cancelled, killed, ...)
+        reason = str(plan["reason"])
+    elif _logged_error(path):  # stopped by bad input: the one line it printed
+        reason = _logged_error(path)
+    else:
+        reason = f"no {METRICS_FILE}: " + ("started but never finished (running, killed, or stopped by an error: "
+                                           "see the job's .log)" if started else "never started")
     reason += "; last.ckpt present, a re-run resumes it" if (path / "checkpoints" / "last.ckpt").is_file() else ""
     info["overrides"] = list(info.get("overrides") or _overrides_file(path))
     for k in ("lr",):
         info[k] = _f(info.get(k))
     return Row(status="missing", reason=reason, **info, job=name, path=path, digest=_digest(path))
+
+
+def _logged_error(path: Path) -> Optional[str]:
+    """The last one-line error a job printed to its log (Hydra writes <job dir>/<job name>.log)."""
+    for log in sorted(path.glob("*.log")):
+        try:
+            lines = [ln.split("error: ", 1)[1] for ln in log.read_text(errors="replace").splitlines() if "error: " in ln]
+        except OSError:
+            continue
+        if lines:
+            return lines[-1].strip()
+    return None
 
 
 def _overrides_file(path: Path) -> list[str]:

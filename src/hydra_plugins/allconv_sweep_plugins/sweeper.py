@@ -114,7 +114,9 @@ class PaperSweeper(BasicSweeper):
                     # A failed job is recorded (metrics.json status failed, or no metrics.json) and listed by the
                     # report; unlike BasicSweeper we do not raise here, so every job of the sweep runs.
                     try:
-                        returns.append(self.launcher.launch(batch, initial_job_idx=start))
+                        rets = self.launcher.launch(batch, initial_job_idx=start)
+                        returns.append(rets)
+                        _note_ended_without_result(todo[start:start + size], rets, sweep_dir, name, plan_mod)
                     except RunInterrupted as e:  # a signal: stop launching; the report says what is unfinished
                         log.error("sweep interrupted (%s): %s", e.signame, e)
                         note_interrupt(e)
@@ -125,6 +127,22 @@ class PaperSweeper(BasicSweeper):
         finally:
             folder_lock.release()
         return returns
+
+
+def _note_ended_without_result(jobs, rets, sweep_dir, name, plan_mod) -> None:
+    """A job the launcher saw end without a result (a SLURM job cancelled or killed) and that left no
+    metrics.json: its reason goes into the sweep's manifest, where the report finds it."""
+    from hydra.core.utils import JobStatus
+
+    from allconv_sweep import runs
+
+    noted = False
+    for job, ret in zip(jobs, rets or []):
+        if getattr(ret, "status", None) == JobStatus.FAILED and not (job.dir / runs.METRICS_FILE).exists():
+            job.planned.reason = str(getattr(ret, "_return_value", "") or "ended without a result")
+            noted = True
+    if noted:
+        plan_mod.write_manifest(sweep_dir, name, jobs)
 
 
 def _print_config_once(jobs) -> None:
