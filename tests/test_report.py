@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from allconv_sweep import report
-from allconv_sweep.report import PAPER, PAPER_TABLE3, collect, choose, learning_curve, write_report
+from allconv_sweep.figures import epoch_log
+from allconv_sweep.report import PAPER, PAPER_TABLE3, collect, choose, write_report
 
 NETWORKS = {"model_a": ("A", "base"), "strided_cnn_a": ("A", "strided"), "convpool_cnn_a": ("A", "convpool"),
             "all_cnn_a": ("A", "all"), "model_b": ("B", "base"), "strided_cnn_b": ("B", "strided"),
@@ -61,7 +62,7 @@ def test_table3_layout_puts_ours_beside_the_paper(tmp_path):
     assert len(rows) == 24 and sum(r["chosen"] == "True" for r in rows) == 12
     chosen_c = next(r for r in rows if r["model"] == "all_cnn_c" and r["chosen"] == "True")
     assert chosen_c["paper_test_error_pct"] == "9.08" and chosen_c["lr"] == "0.05"
-    assert (sweep / "results.png").stat().st_size > 20_000
+    assert (sweep / "table3.png").stat().st_size > 20_000
 
 
 def test_lr_is_chosen_on_the_seeds_every_lr_has_and_test_error_is_mean_std_over_seeds(tmp_path):
@@ -122,12 +123,13 @@ def test_runs_that_differ_in_other_settings_are_not_mixed(tmp_path):
     assert all(report.paper_value(c) is None for c in choices)  # neither is the paper's setting as such
 
 
-def test_learning_curve_reads_lightning_csv_and_drops_the_final_validate(tmp_path):
+def test_epoch_log_reads_lightning_csv_and_drops_the_final_validate(tmp_path):
     (tmp_path / "csv").mkdir()
     (tmp_path / "csv" / "metrics.csv").write_text(
         "epoch,step,test/acc,train/acc,val/acc,val/loss\n"
         "0,1,,,0.25,2.0\n0,1,,0.2,,\n1,3,,,0.5,1.5\n1,3,,0.4,,\n2,4,,,0.5,1.5\n2,4,0.45,,,\n")
-    assert learning_curve(tmp_path, epochs_run=2) == ([1, 2], [75.0, 50.0])
+    log = epoch_log(tmp_path, epochs_run=2)
+    assert (log["epochs"], log["val_error"]) == ([1, 2], [75.0, 50.0])
 
 
 def test_report_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys):
@@ -139,7 +141,7 @@ def test_report_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     assert list((tmp_path / "empty").iterdir()) == []
     job(tmp_path / "ok", "model_a", 0.1)
     assert report.main([str(tmp_path / "ok"), "--no-plot"]) == 0
-    assert "Model A" in capsys.readouterr().out and not (tmp_path / "ok" / "results.png").exists()
+    assert "Model A" in capsys.readouterr().out and not list((tmp_path / "ok").glob("*.png"))
 
 
 def test_final_runs_on_every_training_image_give_the_reported_number(tmp_path):

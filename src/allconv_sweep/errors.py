@@ -1,6 +1,7 @@
 """Errors a user can fix, and the one way a run stops early on request."""
 
 import signal
+import sys
 
 
 class UserError(Exception):
@@ -59,3 +60,13 @@ class lightning_handles_signals:
 
 def lightning_is_handling_signals() -> bool:
     return _in_lightning
+
+
+def command(action, *args, **kwargs) -> int:
+    """A command-line tool's body: a UserError is its one line on stderr and exit code 2, else 0."""
+    try:
+        action(*args, **kwargs)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,6 +1,7 @@
 """python -m allconv_sweep.report <sweep dir>: every job's metrics.json -> the paper's Table 3 beside ours.
 
-Writes results.md, results.csv and results.png into the sweep folder and prints the tables. Also run by
+Writes results.md, results.csv and the figures (lr_grid.png, table3.png, curves.png: figures.py) into the
+sweep folder and prints the tables. Also run by
 Hydra at the end of every sweep (ReportCallback, set in sweeps/_common.yaml).
 
 - All jobs: model, lr, seed, status, val and test error, wall time. A job folder (or a job the sweep
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from allconv_sweep.errors import UserError
+from allconv_sweep.errors import command
 from allconv_sweep.runs import METRICS_FILE, REPORT_STATUSES as STATUSES, Choice, Row, choose, collect, common_settings, read_manifest
 
 # Springenberg, Dosovitskiy, Brox, Riedmiller: "Striving for Simplicity: The All Convolutional Net",
@@ -39,6 +40,11 @@ PAPER = {("cifar10", "none", m): v for m, v in PAPER_TABLE3.items()}
 PAPER[("cifar100", "none", "all_cnn_c")] = 33.71       # CIFAR-100 (no augmentation)
 PAPER[("cifar10", "flip_translate", "all_cnn_c")] = 7.25  # CIFAR-10+ (flips, translations)
 PAPER_EPOCHS = 350
+# Table 3's "# parameters" column, in the paper's rounded figures, as this project's README has listed them
+# since its first version (not re-checked against the PDF here: no copy was reachable).
+PAPER_PARAMS = {"model_a": "0.9M", "strided_cnn_a": "0.9M", "convpool_cnn_a": "1.28M", "all_cnn_a": "1.28M",
+                "model_b": "1M", "strided_cnn_b": "1M", "convpool_cnn_b": "1.35M", "all_cnn_b": "1.35M",
+                "model_c": "1.3M", "strided_cnn_c": "1.3M", "convpool_cnn_c": "1.4M", "all_cnn_c": "1.4M"}
 
 FAMILIES = ("A", "B", "C")
 VARIANTS = (("base", "base"), ("strided", "Strided"), ("convpool", "ConvPool"), ("all", "All-CNN"))
@@ -100,8 +106,6 @@ def table3_md(choices: list[Choice]) -> list[str]:
     layouts: dict[tuple, dict[str, Choice]] = {}
     for c in choices:
         layouts.setdefault((c.data, c.augment, c.setting), {})[c.model] = c
-    if ("cifar10", "none", "") not in layouts:
-        layouts[("cifar10", "none", "")] = {}  # the paper's table, even with none of ours in it
     for (data, augment, extra), cells in sorted(layouts.items(), key=lambda kv: (kv[0][0] != "cifar10", kv[0])):
         paper_here = any(k[:2] == (data, augment) for k in PAPER) and not extra
         title = f"Test error (%) on {data}" + ("" if augment == "none" else f" + {augment}")
@@ -130,14 +134,32 @@ def table3_md(choices: list[Choice]) -> list[str]:
         for m in others:
             out.append(f"| {m} | {_err_cell(cells[m])} | | | |")
         out.append("")
+        if (data, augment) == ("cifar10", "none") and not extra:
+            out += _table3_rows(cells)
     return out
 
 
-def render_md(sweep_dir: Path, rows: list[Row], choices: list[Choice]) -> str:
+def _table3_rows(cells: dict[str, Choice]) -> list[str]:
+    """Table 3 in the paper's own form: a row per network, test error and parameter count, ours and the paper's."""
+    out = ["The same, a row per network as the paper prints it, with the parameter counts:", "",
+           "| network | test error % (ours) | paper | # parameters (ours) | paper |", "|---|---|---|---|---|"]
+    for model, paper in PAPER_TABLE3.items():
+        c = cells.get(model)
+        params = f"{c.num_params:,}" if c is not None and c.num_params else "-"
+        ours = _err_cell(c) + _flag(c) if c is not None else "-"
+        out.append(f"| {display_name(model)} | {ours} | {paper:.2f} | {params} | {PAPER_PARAMS[model]} |")
+    return out + [""]
+
+
+def render_md(sweep_dir: Path, rows: list[Row], choices: list[Choice], figures: Optional[dict] = None) -> str:
+    figures = figures or {}
     counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
     epochs = sorted({r.max_epochs for r in rows if r.max_epochs is not None})
     name = read_manifest(sweep_dir).get("name") or sweep_dir.name
-    lines = [f"# {name}: results beside the paper's Table 3", "",
+    from allconv_sweep.figures import data_title
+
+    compared = any(paper_value(c) is not None for c in choices)
+    lines = [f"# {name}: {data_title(choices)}" + (", beside the paper's numbers" if compared else ""), "",
              f"Sweep folder `{sweep_dir}`, report written {time.strftime('%Y-%m-%d %H:%M:%S')}.",
              f"Jobs: {len(rows)} (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + "). "
              f"Epochs per run: {', '.join(map(str, epochs)) or '-'} (paper: {PAPER_EPOCHS}).",
@@ -171,8 +193,12 @@ def render_md(sweep_dir: Path, rows: list[Row], choices: list[Choice]) -> str:
                      f"{'-' if r.seed is None else r.seed} | {r.status} | {_pct(r.val_error)} | {_pct(r.test_error)} | "
                      f"{'-' if r.epochs_run is None else r.epochs_run}/{'-' if r.max_epochs is None else r.max_epochs} | "
                      f"{'-' if r.wall_time_s is None else f'{r.wall_time_s:.0f}'} | {note} |")
-    lines += ["", f"![paper vs ours and learning curves]({RESULTS_PNG})", ""]
-    return "\n".join(lines)
+    for file, caption in (("table3.png", "Test error per network, ours beside the paper's"),
+                          ("lr_grid.png", "Validation error against the learning rate"),
+                          ("curves.png", "Validation error per epoch of the chosen runs")):
+        if file in figures:
+            lines += ["", f"## {caption}", "", f"![{caption}]({file})"]
+    return "\n".join(lines + [""])
 
 
 CSV_FIELDS = ["job", "status", "model", "family", "variant", "data", "augment", "setting", "lr", "seed",
@@ -201,85 +227,25 @@ def write_csv(path: Path, rows: list[Row], choices: list[Choice]) -> None:
                         "num_params": r.num_params or "", "reason": r.reason or ""})
 
 
-def learning_curve(run_dir: Path, epochs_run: Optional[int] = None) -> tuple[list[int], list[float]]:
-    """Validation error (%) per training epoch from the run's Lightning CSV log (csv/metrics.csv)."""
-    path = run_dir / "csv" / "metrics.csv"
-    if not path.is_file():
-        return [], []
-    seen: dict[int, float] = {}
-    with open(path, newline="") as f:
-        for rec in csv.DictReader(f):
-            val, test = rec.get("val/acc"), rec.get("test/acc")
-            if not val or test:
-                continue
-            epoch = int(float(rec["epoch"]))
-            if epochs_run is not None and epoch >= epochs_run:  # the validate() after fit repeats the last epoch
-                continue
-            seen.setdefault(epoch, 100 * (1 - float(val)))
-    epochs = sorted(seen)
-    return [e + 1 for e in epochs], [seen[e] for e in epochs]
-
-
-def write_png(path: Path, choices: list[Choice]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    shown = [c for c in choices if c.test_mean is not None]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
-    labels = [display_name(c.model) + ("" if c.data == "cifar10" and c.augment == "none" else
-                                        f"\n{c.data}{'' if c.augment == 'none' else '+'}") + ("*" if c.setting else "")
-              for c in shown]
-    x = list(range(len(shown)))
-    ours = [100 * c.test_mean for c in shown]
-    err = [100 * (c.test_std or 0.0) for c in shown]
-    paper = [paper_value(c) for c in shown]
-    ax1.bar([i - 0.2 for i in x], ours, width=0.4, yerr=err, label="ours (chosen lr)", color="tab:blue")
-    px = [i + 0.2 for i, p in zip(x, paper) if p is not None]
-    if px:
-        ax1.bar(px, [p for p in paper if p is not None], width=0.4, label="paper", color="tab:gray")
-    ax1.set_xlim(-0.8, max(len(shown), 2) - 0.2)
-    ax1.set_xticks(x)
-    ax1.set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
-    ax1.set_ylabel("test error (%)")
-    ax1.set_title("Test error per network: ours vs the paper" if px else "Test error per network (no paper numbers for this data)")
-    ax1.set_ylim(0, 1.25 * max(ours + [p for p in paper if p is not None] + [1.0]))
-    ax1.legend(loc="upper center", ncol=2)
-    for c in shown:
-        for r in c.rows[:1]:
-            epochs, errs = learning_curve(r.path, r.epochs_run)
-            if epochs:
-                ax2.plot(epochs, errs, marker="o" if len(epochs) < 20 else None, markersize=3,
-                         label=f"{display_name(c.model)} lr={c.lr:g}")
-    ax2.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("validation error (%)")
-    ax2.set_title("Learning curves of the chosen runs (first seed)")
-    if ax2.lines:
-        ax2.legend(fontsize=7, ncol=2)
-    else:
-        ax2.text(0.5, 0.5, "no csv/metrics.csv logs", ha="center", va="center", transform=ax2.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def write_report(sweep_dir: str | Path, plot: bool = True, echo: bool = True) -> dict[str, Any]:
-    """Write results.md/.csv/.png into the sweep folder; returns the rows, choices and status counts."""
+    """Write results.md, results.csv and the figures (figures.py) into the sweep folder; returns the rows,
+    choices, status counts, markdown and the data behind each figure."""
+    from allconv_sweep import figures as figures_mod
+
     sweep_dir = Path(sweep_dir).resolve()
     rows = collect(sweep_dir)
     choices = sorted(choose(rows), key=_choice_order)
-    md = render_md(sweep_dir, rows, choices)
+    figures = figures_mod.write_all(sweep_dir, choices, rows) if plot else {}
+    (sweep_dir / RESULTS_PNG).unlink(missing_ok=True)  # the single figure of earlier versions
+    md = render_md(sweep_dir, rows, choices, figures)
     (sweep_dir / RESULTS_MD).write_text(md)
     write_csv(sweep_dir / RESULTS_CSV, rows, choices)
-    if plot:
-        write_png(sweep_dir / RESULTS_PNG, choices)
     if echo:
         print(md)
-        print(f"report: {sweep_dir / RESULTS_MD}, {sweep_dir / RESULTS_CSV}" + (f", {sweep_dir / RESULTS_PNG}" if plot else ""))
+        print(f"report: {sweep_dir / RESULTS_MD}, {sweep_dir / RESULTS_CSV}"
+              + "".join(f", {sweep_dir / f}" for f in figures))
     counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
-    return {"rows": rows, "choices": choices, "counts": counts, "markdown": md}
+    return {"rows": rows, "choices": choices, "counts": counts, "markdown": md, "figures": figures}
 
 
 try:  # the Hydra callback; hydra is a dependency, but keep `report` importable without it
@@ -307,6 +273,9 @@ class ReportCallback(Callback):  # type: ignore[misc]
         if not sweep_dir.is_dir():
             return
         result = write_report(sweep_dir, plot=self.plot)
+        from allconv_sweep.dashboard import log_report
+
+        log_report(sweep_dir, result)  # the W&B report run and chosen_lr flags; TensorBoard's figures and hparams
         counts = result["counts"]
         bad = counts["failed"] + counts["missing"] + counts["interrupted"]
         stop = interrupted()
@@ -324,16 +293,11 @@ class ReportCallback(Callback):  # type: ignore[misc]
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m allconv_sweep.report",
                                      description="Table 3 of the paper beside a sweep's results "
-                                                 "(writes results.md, results.csv, results.png into the folder)")
+                                                 "(writes results.md, results.csv and the figures into the folder)")
     parser.add_argument("sweep_dir", help="a sweep folder, e.g. outputs/sweeps/pooling_ablation")
-    parser.add_argument("--no-plot", action="store_true", help="skip results.png")
+    parser.add_argument("--no-plot", action="store_true", help="skip the figures")
     args = parser.parse_args(argv)
-    try:
-        write_report(args.sweep_dir, plot=not args.no_plot)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return command(write_report, args.sweep_dir, plot=not args.no_plot)
 
 
 if __name__ == "__main__":
