@@ -24,10 +24,11 @@ Two checks:
          only: accuracy, the share of images whose predicted class is the fp32 one, the largest logit
          difference. Or any checkpoint with ``--ckpt``.
 
-On a CPU without native bf16/fp16 (this project's dev machine) the two low precisions are emulated and
-about 10x slower, so by default bf16 gets only ``--slow-seeds`` (one seed) there, and fp16 is checked by
-evaluation only (Lightning runs 16-mixed training as bf16-mixed on a CPU); on a GPU every variant runs
-every seed. Runs are kept under ``--out-dir``: a re-run reuses finished runs and only adds the missing
+On a CPU without native bf16 (no amx_bf16 or avx512_bf16 flag: an AMD EPYC, say) bf16 is emulated and
+about 10x slower, so by default bf16 gets only ``--slow-seeds`` (one seed) there; on a CPU with native bf16
+(an Intel Xeon with AMX) and on a GPU it runs every seed. fp16 is checked by evaluation only on a CPU
+(Lightning runs 16-mixed training as bf16-mixed there). The JSON and the tables name the CPU and its
+bf16/AVX-512/AMX flags: the verdict is per hardware class. Runs are kept under ``--out-dir``: a re-run reuses finished runs and only adds the missing
 ones. Prints one table per check and writes everything as JSON (``--json``).
 """
 
@@ -54,6 +55,7 @@ from rich.table import Table  # noqa: E402
 
 from allconv_sweep.config import compose  # noqa: E402
 from allconv_sweep.console import console  # noqa: E402
+from allconv_sweep.precision import read_cpu  # noqa: E402
 from allconv_sweep.runs import versions  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
@@ -83,6 +85,14 @@ REAL = [
     "model=all_cnn_c", "model.batch_norm=true", "model.final_relu=false",
     "trainer.max_epochs=1", "scheduler.gamma=1.0", "print_config=false",
 ]
+# --recipe default: the project's default recipe exactly as `python -m allconv_sweep` runs it on the head
+# (the paper's network, GCN+ZCA, final ReLU, Caffe's init, batch 256, lr 0.05) for 12 epochs, as issue
+# "Faithful and alive" settled it. The question it answers: does bf16 change the result of the run users
+# actually run? Its fp32 runs are the same config (the same result key) as
+#   python -m allconv_sweep data.root=<head> data.verify=false data.download=false data.val_size=500 \
+#       trainer.max_epochs=12 seed=S hydra.run.dir=<out-dir>/fp32/seedS
+# so runs made that way are found and reused.
+DEFAULT_12 = ["data.verify=false", "data.download=false", "data.val_size=500", "trainer.max_epochs=12"]
 QUICK = [
     "data=fake", "preprocess=standardize", "data.train_size=64", "data.val_size=32", "data.test_size=32",
     "data.batch_size=16", "data.eval_batch_size=32", "model.final_relu=false",
@@ -283,6 +293,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="synthetic data, tiny runs: checks the script (numbers meaningless)")
     p.add_argument("--data-root", default=None, help=f"CIFAR-10 folder (default {SHARED})")
+    p.add_argument("--recipe", choices=["one-epoch-bn", "default"], default="one-epoch-bn",
+                   help="one-epoch-bn: one epoch with batch norm at batch 32 (leaves chance fast: every switch); "
+                        "default: the default recipe for 12 epochs (what users run; slow: use with --variants)")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
                    help="default: fp32 contiguous compile bf16 fp16")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2 (--quick: 0 1)")
@@ -315,9 +328,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not root.is_dir():
             raise SystemExit(f"--data-root={root}: no such folder; valid: a CIFAR-10 folder with "
                              "cifar-10-batches-py/ (the head in ../shared/data/cifar10-head, or the full set)")
-        base, cache_dir = REAL + [f"data.root={root}"] + a.overrides, None
-    result: dict[str, Any] = {"device": str(device), "base_overrides": base, "variants": a.variants,
-                              "versions": versions()}
+        recipe = DEFAULT_12 if a.recipe == "default" else REAL
+        base, cache_dir = recipe + [f"data.root={root}"] + a.overrides, None
+    hardware = read_cpu().describe() if device.type == "cpu" else torch.cuda.get_device_name(device)
+    console.print(f"hardware: {hardware}", soft_wrap=True)
+    result: dict[str, Any] = {"device": str(device), "hardware": hardware, "base_overrides": base,
+                              "variants": a.variants, "versions": versions()}
     if "train" in a.checks:
         runs = []
         for variant in a.variants:
@@ -325,7 +341,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 console.print(f"[yellow]{variant}: no training runs on a CPU[/yellow] (Lightning runs "
                               f"{VARIANTS[variant][0]} as bf16-mixed there); evaluation only")
                 continue
-            seeds = a.slow_seeds if device.type == "cpu" and variant in EMULATED_ON_CPU else a.seeds
+            emulated = device.type == "cpu" and variant in EMULATED_ON_CPU and not read_cpu().native_bf16
+            seeds = a.slow_seeds if emulated else a.seeds
             for seed in seeds:
                 console.rule(f"[bold]{variant}[/bold] seed {seed}")
                 runs.append(train_one(base, variant, seed, a.out_dir, cache_dir))
@@ -340,7 +357,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["eval"] = eval_check(ckpt, a.variants, None if a.quick else str(a.data_root or SHARED),
                                     device, a.eval_batch)
     if "train_summary" in result:
-        print_train(result["train_summary"], " ".join(base))
+        print_train(result["train_summary"], " ".join(base) + f"; on {hardware}")
     if "eval" in result:
         print_eval(result["eval"])
     out = a.json or a.out_dir / "agreement.json"

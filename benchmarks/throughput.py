@@ -40,7 +40,6 @@ import contextlib
 import json
 import logging
 import math
-import platform
 import re
 import statistics
 import sys
@@ -65,6 +64,7 @@ from allconv_sweep.console import console  # noqa: E402
 from allconv_sweep.data.augment import flip_translate  # noqa: E402
 from allconv_sweep.data.loader import TensorBatches  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
+from allconv_sweep.precision import REPORTED_FLAGS, read_cpu  # noqa: E402
 from allconv_sweep.runs import versions  # noqa: E402
 
 PRECISIONS = {"32-true": "fp32", "bf16-mixed": "bf16"}
@@ -84,17 +84,10 @@ def pick_device(name: str) -> torch.device:
 
 
 def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model with its bf16/AVX-512/AMX flags (what decides bf16's speed)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
+    return f"{read_cpu().describe()}, {torch.get_num_threads()} threads"
 
 
 def device_slug(device: torch.device) -> str:
@@ -372,7 +365,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", nargs="+", default=None, help="default: all_cnn_c model_c")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=None, help="default: 128 256")
     p.add_argument("--precisions", nargs="+", choices=sorted(PRECISIONS), default=None,
-                   help="default: 32-true, plus bf16-mixed on a GPU (bf16 on a CPU is emulated and slow)")
+                   help="default: 32-true, plus bf16-mixed where bf16 is native (a GPU; a CPU with AMX or AVX512-BF16)")
     p.add_argument("--paths", nargs="+", choices=["plain", "loader", "device"], default=["plain", "loader", "device"])
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per row (default: 1 on CPU, 20 on GPU)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per row (default: 4 on CPU, 100 on GPU)")
@@ -401,7 +394,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                  data_images=256, matmul_n=256, probe_steps=3)
     else:
         d = dict(models=["all_cnn_c", "model_c"], batch_sizes=[128, 256],
-                 precisions=["32-true", "bf16-mixed"] if gpu else ["32-true"],
+                 # bf16 where it is native (a GPU; a CPU with AMX-BF16/AVX512-BF16), not where it is emulated
+                 precisions=["32-true", "bf16-mixed"] if gpu or read_cpu().native_bf16 else ["32-true"],
                  warmup=20 if gpu else 1, steps=100 if gpu else 4, data_images=45000 if gpu else 8192,
                  matmul_n=8192 if gpu else 2048, probe_steps=500 if gpu else 200)
     for k, v in d.items():
@@ -499,8 +493,10 @@ def main(argv: list[str] | None = None) -> dict:
             r["vs_fastest_training"] = None if not fastest else r["images_per_s"] / fastest
             data.append(r)
 
+    cpu = read_cpu()
     result = {
         "device": str(dev), "device_name": device_name(dev), "gpu_measured": dev.type == "cuda",
+        "cpu": {"model": cpu.model, "kind": cpu.kind, "flags": sorted(f for f in REPORTED_FLAGS if f in cpu.flags)},
         "versions": versions(),
         "command": " ".join(["benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])]),
         "settings": {k: (str(v) if isinstance(v, (Path, torch.device)) else v) for k, v in vars(args).items()},

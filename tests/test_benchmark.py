@@ -131,14 +131,25 @@ def test_within_noise_verdict(agreement):
     assert (s["fp16"]["ok"], s["fp16"]["runs"], s["fp16"]["test_acc"]["within_noise"]) == (0, 1, None)  # no verdict
 
 
-def test_agreement_quick_run(agreement, tmp_path):
+# /proc/cpuinfo of the two CPU kinds (as in test_precision.py): bf16 emulated, bf16 native
+EPYC = "model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx avx2 fma\n"
+AMX = "model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+
+
+@pytest.mark.parametrize("cpuinfo, bf16_seeds", [(EPYC, {0}), (AMX, {0, 1})], ids=["bf16-emulated", "bf16-native"])
+def test_agreement_quick_run(agreement, tmp_path, monkeypatch, cpuinfo, bf16_seeds):
     """--quick trains every variant x seed through train(cfg) and evaluates the reference's network under
-    each switch: the layout changes nothing, bf16 autocast really runs (logits move, a little)."""
+    each switch: the layout changes nothing, bf16 autocast really runs (logits move, a little). bf16 trains
+    every seed where the CPU does bf16 natively, one (--slow-seeds) where it is emulated."""
+    from allconv_sweep.precision import read_cpu
+
+    monkeypatch.setattr(agreement, "read_cpu", lambda: read_cpu(cpuinfo))
     result = agreement.main(["--quick", "--out-dir", str(tmp_path)])
     saved = json.loads((tmp_path / "agreement.json").read_text())
     assert saved["variants"] == ["fp32", "contiguous", "bf16"]
+    assert saved["hardware"].startswith(read_cpu(cpuinfo).model)
     got = {(r["variant"], r["seed"]): r for r in saved["train_runs"]}
-    assert set(got) == {("fp32", 0), ("fp32", 1), ("contiguous", 0), ("contiguous", 1), ("bf16", 0)}
+    assert set(got) == {("fp32", 0), ("fp32", 1), ("contiguous", 0), ("contiguous", 1)} | {("bf16", s) for s in bf16_seeds}
     assert all(r["status"] == "ok" and 0 <= r["test_acc"] <= 1 and math.isfinite(r["val_loss"]) for r in got.values())
     assert got["bf16", 0]["precision"] == "bf16-mixed" and got["fp32", 0]["precision"] == "32-true"
     assert [r["variant"] for r in saved["train_summary"]] == ["fp32", "contiguous", "bf16"]

@@ -55,9 +55,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = str(cfg.device)
     accelerator = ("gpu" if torch.cuda.is_available() else "cpu") if device == "auto" else device.split(":")[0]
     devices = [int(device.split(":")[1])] if ":" in device else 1
-    precision = str((run_cfg.get("trainer") or {}).get("precision", "32-true"))
-    trainer = L.Trainer(accelerator="gpu" if accelerator == "cuda" else accelerator, devices=devices, logger=False,
-                        precision="32-true" if precision == "auto" else precision, enable_model_summary=False,
+    from allconv_sweep.precision import resolve
+
+    accelerator = "gpu" if accelerator == "cuda" else accelerator
+    precision = resolve(str((run_cfg.get("trainer") or {}).get("precision", "32-true")), accelerator).precision
+    trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False,
+                        precision=precision, enable_model_summary=False,
                         enable_progress_bar=False, enable_checkpointing=False)
     if hasattr(datamodule, "use_device"):
         datamodule.use_device(trainer.strategy.root_device)

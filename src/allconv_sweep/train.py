@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from allconv_sweep import config as config_mod
-from allconv_sweep import runs
+from allconv_sweep import precision, runs
 from allconv_sweep.callbacks import DivergenceMonitor, Throughput
 from allconv_sweep.config import build
 from allconv_sweep.console import console, print_job, print_summary, quiet_lightning
@@ -169,12 +169,15 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
         lg.log_hyperparams(_flat_config(resolved, info))
     if resume_from is not None and rank0:  # rows of an epoch cut short by the kill: that epoch runs again
         truncate_csv(output_dir / "csv" / "metrics.csv", _readable_checkpoint(resume_from) + 1)
+    chosen = precision.resolve(str(cfg.trainer.precision), str(cfg.trainer.accelerator))
+    if str(cfg.trainer.precision) == "auto" and rank0:
+        console.print(f"trainer.precision=auto: {chosen.precision} ({chosen.reason})", soft_wrap=True)
     trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(output_dir),
-                          enable_model_summary=False, num_sanity_val_steps=0,
-                          # no validation split (data.val_size=0): no empty val loop, no warning about it
-                          **({} if has_val else {"limit_val_batches": 0}))
-    if str(trainer.precision) != _unified_precision(cfg.trainer.precision) and rank0:
-        console.print(f"[yellow]trainer.precision={cfg.trainer.precision} runs as {trainer.precision} on "
+                    enable_model_summary=False, num_sanity_val_steps=0, precision=chosen.precision,
+                    # no validation split (data.val_size=0): no empty val loop, no warning about it
+                    **({} if has_val else {"limit_val_batches": 0}))
+    if str(trainer.precision) != _unified_precision(chosen.precision) and rank0:
+        console.print(f"[yellow]trainer.precision={chosen.precision} runs as {trainer.precision} on "
                       f"{trainer.strategy.root_device.type}[/yellow] (Lightning's choice); metrics.json records both")
     if trainer.world_size > 1 and _in_multirun() and not trainer.strategy.cluster_environment.creates_processes_externally:
         # Lightning would re-run this whole command (-m included) once per extra rank: a sweep per rank
@@ -189,7 +192,8 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
     ckpt_dir = output_dir / "checkpoints"
     record = dict(cfg=cfg, model=model, output_dir=output_dir, key=key, info=info, trainer=trainer,
                   throughput=_find(callbacks, Throughput), divergence=divergence, dm=datamodule, t_start=t_start,
-                  resumed_from=None if resume_from is None else str(resume_from), overrides=overrides)
+                  resumed_from=None if resume_from is None else str(resume_from), overrides=overrides,
+                  precision_reason=chosen.reason)
     status, reason = "ok", None
     final: dict[str, float] = {}
     try:
@@ -309,7 +313,7 @@ def _slurm_job_id() -> Optional[str]:
 
 
 def _record(*, cfg, model, output_dir, key, info, trainer, throughput, divergence, dm, t_start, resumed_from,
-            overrides, status, reason, final) -> dict[str, Any]:
+            overrides, precision_reason, status, reason, final) -> dict[str, Any]:
     def f(name: str) -> Optional[float]:
         v = final.get(name)
         return None if v is None else float(v)
@@ -335,7 +339,9 @@ def _record(*, cfg, model, output_dir, key, info, trainer, throughput, divergenc
         world_size=trainer.world_size, resumed_from=resumed_from, output_dir=str(output_dir), overrides=overrides,
         # what ran, which is not always what was asked: Lightning runs 16-mixed as bf16-mixed on a CPU
         device=str(trainer.strategy.root_device), precision=str(trainer.precision),
-        precision_requested=str(cfg.trainer.precision), slurm_job_id=_slurm_job_id(),
+        precision_requested=str(cfg.trainer.precision), precision_reason=precision_reason,
+        cpu=precision.read_cpu().describe() if trainer.strategy.root_device.type == "cpu" else None,
+        slurm_job_id=_slurm_job_id(),
         wandb_run_id=info.get("wandb_run_id") if any(_is_wandb(lg) for lg in trainer.loggers) else None,
         versions=runs.versions(), git_commit=runs.git_commit(),
     )
@@ -366,7 +372,13 @@ def _is_wandb(logger) -> bool:
 
 
 def _finish_loggers(trainer, metrics: dict) -> None:
+    """The run's summary into W&B and its run closed. A failure here (the W&B service killed with the job
+    by SLURM's SIGTERM, say) is logged, never raised: it must not replace how the run ended."""
     for lg in trainer.loggers:
         if _is_wandb(lg):
             from allconv_sweep.wandb_utils import finish_wandb
-            finish_wandb(lg, metrics)
+            try:
+                finish_wandb(lg, metrics)
+            except Exception as e:  # noqa: BLE001 - see above
+                log.warning("could not finish the W&B run (%s: %s); run `wandb sync` on its folder later",
+                            type(e).__name__, e)
