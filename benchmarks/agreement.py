@@ -7,7 +7,8 @@
 
 Variants (``--variants``), each a config switch of ``python -m allconv_sweep``:
 
-  fp32         the reference: trainer.precision=32-true, model.channels_last=true (the defaults)
+  fp32         the reference: trainer.precision=32-true, model.channels_last=true (the default layout;
+               precision named, as in every fp32 variant: the default auto is bf16 where that is native)
   contiguous   model.channels_last=false (so channels_last's own effect is fp32 vs this)
   compile      model.compile=true (torch.compile)
   bf16         trainer.precision=bf16-mixed
@@ -59,9 +60,9 @@ from allconv_sweep.precision import read_cpu  # noqa: E402
 from allconv_sweep.runs import versions  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
-    "fp32": [],
-    "contiguous": ["model.channels_last=false"],
-    "compile": ["model.compile=true"],
+    "fp32": ["trainer.precision=32-true"],
+    "contiguous": ["trainer.precision=32-true", "model.channels_last=false"],
+    "compile": ["trainer.precision=32-true", "model.compile=true"],
     "bf16": ["trainer.precision=bf16-mixed"],
     "fp16": ["trainer.precision=16-mixed"],
 }
@@ -90,7 +91,7 @@ REAL = [
 # "Faithful and alive" settled it. The question it answers: does bf16 change the result of the run users
 # actually run? Its fp32 runs are the same config (the same result key) as
 #   python -m allconv_sweep data.root=<head> data.verify=false data.download=false data.val_size=500 \
-#       trainer.max_epochs=12 seed=S hydra.run.dir=<out-dir>/fp32/seedS
+#       trainer.max_epochs=12 trainer.precision=32-true seed=S hydra.run.dir=<out-dir>/fp32/seedS
 # so runs made that way are found and reused.
 DEFAULT_12 = ["data.verify=false", "data.download=false", "data.val_size=500", "trainer.max_epochs=12"]
 QUICK = [

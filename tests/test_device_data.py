@@ -277,16 +277,20 @@ def test_precision_and_layout_runs_have_finite_losses(cfg_factory, overrides, ca
     losses = epoch_losses(Path(cfg.paths.output_dir))
     assert losses and all(math.isfinite(v) for v in losses)
     assert m["test_acc"] is not None and math.isfinite(m["test_acc"])
-    asked = next((o.split("=")[1] for o in overrides if o.startswith("trainer.precision")), "32-true")
+    from allconv_sweep.precision import resolve
+
+    asked = next((o.split("=")[1] for o in overrides if o.startswith("trainer.precision")), "auto")  # the default
     assert m["precision_requested"] == asked
-    # metrics.json records what ran: Lightning has no fp16 autocast on a CPU and runs 16-mixed as bf16-mixed
-    ran = "bf16-mixed" if asked == "16-mixed" and not torch.cuda.is_available() else asked
+    # metrics.json records what ran: auto as this machine resolves it; Lightning has no fp16 autocast on a
+    # CPU and runs 16-mixed as bf16-mixed
+    chosen = resolve(asked, "cpu").precision
+    ran = "bf16-mixed" if chosen == "16-mixed" and not torch.cuda.is_available() else chosen
     assert m["precision"] == ran
-    assert ("runs as bf16-mixed" in capsys.readouterr().out) == (ran != asked)  # said once, only when it differs
+    assert ("runs as bf16-mixed" in capsys.readouterr().out) == (ran != chosen)  # said once, only when it differs
     if "model.compile=true" in overrides:  # the compiled graph is kept out of the checkpoint: plain keys
         from allconv_sweep.module import load_checkpoint
         ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-        state = torch.load(ckpt, weights_only=False)["state_dict"]
+        state = torch.load(ckpt, weights_only=True)["state_dict"]
         assert state and all(k.startswith("net.") and "_orig_mod" not in k for k in state)
         assert load_checkpoint(str(ckpt)).net.conv1.weight.shape[0] == 96
 

@@ -68,8 +68,11 @@ def test_every_scheduler_option_instantiates(scheduler):
 def test_every_trainer_option_instantiates(trainer, tmp_path):
     import lightning as L
 
-    t = instantiate(composed(f"trainer={trainer}").trainer, accelerator="cpu", devices=1, logger=False,
-                    default_root_dir=str(tmp_path), enable_checkpointing=False)
+    from allconv_sweep.precision import resolve
+
+    node = composed(f"trainer={trainer}").trainer  # as train() does: precision=auto resolved for Lightning
+    t = instantiate(node, accelerator="cpu", devices=1, logger=False, default_root_dir=str(tmp_path),
+                    enable_checkpointing=False, precision=resolve(node.precision, "cpu").precision)
     assert isinstance(t, L.Trainer) and t.max_epochs == 350
 
 

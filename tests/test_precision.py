@@ -39,3 +39,12 @@ def test_a_smoke_run_with_auto_records_what_ran_and_why(cfg_factory, monkeypatch
     assert m["status"] == "ok" and m["precision"] == expected and m["precision_requested"] == "auto"
     assert m["precision_reason"] and m["cpu"].startswith(read_cpu(cpuinfo).model)
     assert f"trainer.precision=auto: {expected}" in capsys.readouterr().out
+
+
+def test_auto_is_the_default_and_32_true_pins_fp32(cfg_factory):
+    """The default precision is auto (bf16 agreed with fp32 within seed noise on the default recipe); the
+    stability map stays fp32 on every machine, as its README table was measured."""
+    from allconv_sweep.config import compose
+
+    assert compose([]).trainer.precision == "auto"
+    assert compose(["+sweep=stability"]).trainer.precision == "32-true"

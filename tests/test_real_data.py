@@ -32,8 +32,10 @@ def test_all_cnn_c_learns_the_real_cifar10_head(cfg_factory):
 def test_the_default_recipe_stays_alive_and_learns_the_real_cifar10_head(cfg_factory):
     """The paper's recipe as shipped (GCN+ZCA, final ReLU, Caffe's init, batch 256, lr 0.05, the schedule
     rescaled to 12 epochs) on ~3.6k real images, as `python -m allconv_sweep data.root=<head> ...
-    trainer.max_epochs=12` runs it: ok (its final ReLU alive), and above 15% on the 1,017 test images
-    (measured: 16.1% and 19.5% for seeds 0 and 1; chance is 10%, 15% is 5 standard deviations above it)."""
+    trainer.max_epochs=12` runs it: ok (its final ReLU alive), and above 13% on the 1,017 test images.
+    Measured for seed 0: 16.2% in fp32, 16.0% in bf16 (precision=auto on an AMX CPU); seeds 1 and 2: 17.4% to
+    19.9%. Chance is 10%; 13% is 3 standard deviations above it and leaves room for another CPU's summation
+    order, which changes a 12-epoch trajectory by more than the bf16/fp32 difference here."""
     root = shared_cifar("cifar10")
     cfg = cfg_factory([f"data.root={root}", "data.verify=false", "data.download=false", "data.val_size=500",
                        "trainer.max_epochs=12"], tiny=False)
@@ -41,4 +43,4 @@ def test_the_default_recipe_stays_alive_and_learns_the_real_cifar10_head(cfg_fac
     cfg.print_config = False
     m = train(cfg)
     assert m["status"] == "ok" and m["val_live_fraction"] > 0.5, m
-    assert m["test_acc"] > 0.15, m
+    assert m["test_acc"] > 0.13, m

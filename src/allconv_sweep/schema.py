@@ -279,7 +279,7 @@ class TrainerConf:
     num_nodes: int = 1
     strategy: str = "auto"
     sync_batchnorm: bool = False
-    precision: str = "32-true"
+    precision: str = "auto"
     deterministic: bool = False
     benchmark: Optional[bool] = None
     gradient_clip_val: Optional[float] = None
