@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, wandb_run_records
+from conftest import ROOT, wandb_run_records, wandb_summary
 
 pytestmark = pytest.mark.slurm
 
@@ -26,9 +26,12 @@ ENV = {**os.environ, "SLURM_CONF": str(SLURM_DIR / "etc" / "slurm.conf"), "WANDB
        "WANDB_SILENT": "true", "WANDB_API_KEY": ""}
 SLURM = ["launcher=slurm", "launcher.partition=debug", "launcher.gpus_per_job=0", "launcher.cpus_per_task=1",
          "launcher.mem_gb=2"]
-# Model A on 192 fake images: a few seconds an epoch on one core
+# Model A on 192 fake images: a few seconds an epoch on one core. These tests check the bookkeeping, so
+# the run must end ok whatever the recipe: with the default recipe's final ReLU, 15 epochs of 6 steps do
+# not leave the ln 10 plateau, every class score dies and the run ends `diverged` (measured: 0.0% live at
+# epoch 15, seed 0). Without the final ReLU nothing can die, and 2,880 images are far from the chance window.
 SMALL = ["model=model_a", "data=fake", "data.train_size=192", "data.val_size=32", "data.batch_size=32",
-         "preprocess=standardize", "print_config=false"]
+         "preprocess=standardize", "model.final_relu=false", "print_config=false"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -108,8 +111,10 @@ def test_a_requeued_job_resumes_from_its_last_checkpoint_as_one_wandb_run(tmp_pa
     (record,) = records(sweep).values()
     assert record["status"] == "ok" and record["epochs_run"] == 15
     assert record["resumed_from"] == str(ckpt) and record["slurm_job_id"] == job_id
-    runs = list(ckpt.parents[1].glob("wandb/offline-run-*/run-*.wandb"))
-    assert len(runs) == 2  # one folder per process start...
+    runs = sorted(ckpt.parents[1].glob("wandb/offline-run-*/run-*.wandb"))
+    # one folder per process start (wandb writes them so): the killed attempt, the requeued one, and the
+    # report's resume that sets chosen_lr in the job's summary...
+    assert len(runs) == 3 and wandb_summary(runs[-1]).get("chosen_lr") is True
     assert {r.run_id for log in runs for r in wandb_run_records(log)} == {record["wandb_run_id"]}  # ...one W&B run
 
 

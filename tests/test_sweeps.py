@@ -267,3 +267,42 @@ def test_python_m_finds_the_sweeps(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "sweep lr_grid: 4 jobs" in proc.stdout and "model=model_a,optimizer.lr=0.25" in proc.stdout
     assert not (tmp_path / "lr_grid").exists()
+
+
+def test_the_slurm_launcher_reads_a_requeued_jobs_result_only_after_slurm_says_it_ended(monkeypatch):
+    """A requeued job keeps its killed attempt's result file (a failure) while the next attempt runs:
+    submitit would read that file at once; the launcher waits for SLURM's final state (the real cluster
+    test, tests/test_slurm.py, requeues a job; this one runs without a cluster)."""
+    from hydra_plugins.allconv_sweep_plugins import slurm_launcher
+
+    monkeypatch.setattr(slurm_launcher.time, "sleep", lambda s: None)
+
+    class Watcher:
+        def __init__(self, states):
+            self.states, self.state = list(states), None
+
+        def get_state(self, job_id, mode="standard"):
+            if mode == "force":
+                self.state = self.states.pop(0) if self.states else self.state
+            return self.state
+
+        def is_done(self, job_id, mode="standard"):
+            return self.get_state(job_id, mode) not in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING", "UNKNOWN")
+
+    class Job:
+        job_id = "7_0"
+
+        def __init__(self, states):
+            self.watcher = Watcher(states)
+
+        def wait(self):  # the stale result file exists: submitit returns at once
+            pass
+
+    job = Job(["REQUEUED", "PENDING", "RUNNING", "COMPLETING", "COMPLETED", "COMPLETED"])
+    slurm_launcher._wait_until_slurm_says_ended(job)
+    assert job.watcher.state == "COMPLETED" and job.watcher.states == ["COMPLETED"]  # waited, then stopped
+    clock = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(slurm_launcher.time, "monotonic", lambda: next(clock))
+    job = Job(["UNKNOWN"] * 1000)  # a cluster whose sacct knows nothing: the file, after a grace period
+    slurm_launcher._wait_until_slurm_says_ended(job, unknown_grace_s=100)
+    assert 985 <= len(job.watcher.states) < 995

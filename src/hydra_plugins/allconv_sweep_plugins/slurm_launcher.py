@@ -9,6 +9,7 @@ that reason into its manifest and the report lists the job as missing with it.
 """
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, List, Sequence
 
@@ -51,6 +52,7 @@ class AllconvSlurmLauncher(SlurmLauncher):
         returns = []
         for job in waiting:
             try:
+                _wait_until_slurm_says_ended(job)
                 returns.append(job.results()[0])
             except Exception as e:  # noqa: BLE001 - cancelled, killed, failed: keep waiting for the others
                 state = job.state
@@ -61,6 +63,28 @@ class AllconvSlurmLauncher(SlurmLauncher):
                 ret.return_value = RuntimeError(reason)
                 returns.append(ret)
         return returns
+
+
+def _wait_until_slurm_says_ended(job: Any, poll_s: float = 2.0, unknown_grace_s: float = 120.0) -> None:
+    """submitit takes a job for done as soon as its result file exists. A requeued job (scontrol requeue,
+    preemption, a node failure) still has its previous attempt's file, often a failure, while the next
+    attempt is pending or running: wait until SLURM's own state is final (sacct, forced), so the result
+    read is the last attempt's. A cluster whose sacct cannot say (state UNKNOWN for unknown_grace_s while
+    the file exists) falls back to the file."""
+    unknown_since = None
+    while True:
+        job.wait()  # the result file exists, or sacct already said the job ended
+        state = job.watcher.get_state(job.job_id, mode="force").upper()
+        if job.watcher.is_done(job.job_id, mode="cache"):
+            return
+        if state == "UNKNOWN":
+            unknown_since = unknown_since or time.monotonic()
+            if time.monotonic() - unknown_since > unknown_grace_s:
+                log.warning("SLURM job %s: sacct does not know its state; reading its result file", job.job_id)
+                return
+        else:
+            unknown_since = None
+        time.sleep(poll_s)
 
 
 class _Submitted(Exception):
