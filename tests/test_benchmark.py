@@ -164,3 +164,16 @@ def test_agreement_quick_run(agreement, tmp_path, monkeypatch, cpuinfo, bf16_see
     # a re-run reuses the finished runs: nothing is trained again
     again = agreement.main(["--quick", "--out-dir", str(tmp_path), "--checks", "train"])
     assert [r["test_acc"] for r in again["train_runs"]] == [r["test_acc"] for r in saved["train_runs"]]
+
+
+# -- benchmarks/drift.py: how far a switch moves a trajectory, against rounding alone -------------------
+
+def test_drift_is_zero_for_an_identical_copy_and_grows_from_a_perturbed_one(capsys):
+    drift = load_script("drift")
+    overrides = ["model.batch_norm=true", "model.final_relu=false"]
+    same = drift.drift("model_a", overrides, ["perturbed"], steps=3, batch=8, eps=0.0)
+    assert [step for step, _ in same] == [1, 3] and all(d == [0.0] for _, d in same)  # same weights, same batches
+    moved = drift.drift("model_a", overrides, ["perturbed"], steps=3, batch=8, eps=1e-3)
+    assert all(d[0] > 0 for _, d in moved)
+    assert drift.main(["--model", "model_a", "--steps", "1", "--batch", "4", "--switch", "perturbed"]) == 0
+    assert "perturbed (eps 1e-06)" in capsys.readouterr().out

@@ -243,7 +243,8 @@ def _wandb_chosen_flags(sweep_dir: Path, settings: dict, rows: list, choices: li
         if not r.wandb_run_id or r.status not in runs.FINISHED or done.get(r.job) == flag:
             continue
         run = wandb.init(project=settings["project"], entity=settings.get("entity"), id=r.wandb_run_id,
-                         resume="allow", dir=str(r.path), mode=_mode(settings), reinit="finish_previous")
+                         resume="allow", dir=str(r.path), mode=_mode(settings), reinit="finish_previous",
+                         settings=wandb.Settings(silent=True))  # a flag per job, not a banner per job
         run.summary["chosen_lr"] = flag
         run.finish()
         done[r.job] = flag
