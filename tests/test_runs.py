@@ -340,15 +340,26 @@ def test_a_damaged_metrics_json_in_a_sweep_is_run_again(tmp_path, capsys):
 
 # --------------------------------------------------------------------------------------------- signals
 
+# The signal must land mid-training: ~9 epochs are left when the first last.ckpt appears. fp32 pinned, so
+# that is ~5 s on an AMX CPU (bf16 under precision=auto: ~2.5 s) and longer on the others.
 SIGNAL_RUN = ["data=fake", "preprocess=standardize", "model=model_a", "data.train_size=160", "data.val_size=32",
-              "data.batch_size=32", "trainer.max_epochs=10", "print_config=false", "trainer.enable_progress_bar=false"]
+              "data.batch_size=32", "trainer.max_epochs=10", "trainer.precision=32-true", "print_config=false",
+              "trainer.enable_progress_bar=false"]
 
 
 def _start(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     import os
     env = {**os.environ, "ALLCONV_CACHE": str(tmp_path / "cache"), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "allconv_sweep", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """A job started in the background (`cmd &` in a script, nohup) inherits SIGINT ignored, and Python then
+    keeps ignoring it: the SIGINT test would see a run that finishes with exit 0. A user's terminal, and a
+    job under SLURM, deliver SIGINT with its default action: give the child that."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -415,7 +426,7 @@ def test_sigterm_stops_a_sweep_writes_the_report_and_exits_nonzero(tmp_path):
     sweep = tmp_path / "lr_grid"
     args = ["+sweep=lr_grid", "optimizer.lr=0.1,0.05", *SIGNAL_RUN, f"sweep.root={tmp_path}"]
     proc = _start(tmp_path, *args)
-    first = sweep / "data.batch_size=32,data.train_size=160,data.val_size=32,data=fake,model=model_a,optimizer.lr=0.1,preprocess=standardize,trainer.max_epochs=10"
+    first = sweep / "data.batch_size=32,data.train_size=160,data.val_size=32,data=fake,model=model_a,optimizer.lr=0.1,preprocess=standardize,trainer.max_epochs=10,trainer.precision=32-true"
     _wait_for(first / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)

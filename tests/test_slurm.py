@@ -30,8 +30,10 @@ SLURM = ["launcher=slurm", "launcher.partition=debug", "launcher.gpus_per_job=0"
 # the run must end ok whatever the recipe: with the default recipe's final ReLU, 15 epochs of 6 steps do
 # not leave the ln 10 plateau, every class score dies and the run ends `diverged` (measured: 0.0% live at
 # epoch 15, seed 0). Without the final ReLU nothing can die, and 2,880 images are far from the chance window.
+# fp32 pinned: the requeue and the cancel must land mid-run, and bf16 (precision=auto on an AMX CPU) would
+# leave only ~4 s after the first checkpoint.
 SMALL = ["model=model_a", "data=fake", "data.train_size=192", "data.val_size=32", "data.batch_size=32",
-         "preprocess=standardize", "model.final_relu=false", "print_config=false"]
+         "preprocess=standardize", "model.final_relu=false", "trainer.precision=32-true", "print_config=false"]
 
 
 @pytest.fixture(scope="module", autouse=True)
