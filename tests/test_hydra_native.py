@@ -157,11 +157,18 @@ def test_an_env_default_is_a_number_where_the_schema_says_so(monkeypatch):
     assert compose(["optimizer.lr=${oc.env:ALLCONV_TEST_LR,0.05}"]).optimizer.lr == 0.2
 
 
-def test_the_schemas_choices_are_the_builders():
-    from allconv_sweep.nets import HEADS, INITS
+@pytest.mark.parametrize("head", ["conv", "fc"])
+def test_every_init_and_head_the_schema_accepts_builds_a_network(head):
+    """The schema's choices (validated at composition) and the builder's (nets.py) must not drift apart:
+    each accepted value builds a network whose weights that init filled and whose head gives class scores."""
     from allconv_sweep.schema import Head, Init
 
-    assert tuple(m.value for m in Init) == INITS and tuple(h.value for h in Head) == HEADS
+    assert head in {h.value for h in Head}
+    for init in Init:
+        net = instantiate(compose(["model=model_a", f"model.init={init.value}", f"model.head={head}"]).model)
+        weights = [m.weight for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        assert all(w.abs().sum() > 0 for w in weights), init
+        assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
 # ------------------------------------------------------------------------------------------ evaluate
@@ -192,7 +199,8 @@ def test_evaluate_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
     for args, needle in ((["ckpt=/no/such.ckpt"], "ckpt=/no/such.ckpt: no such file"),
-                         ([f"ckpt={bad}"], "cannot be read as a checkpoint")):
+                         ([f"ckpt={bad}"], "cannot be read as a checkpoint"),
+                         ([f"ckpt={bad}", "device=tpu"], "device='tpu'; valid: auto, cpu, cuda, cuda:<index>")):
         r = run_module("allconv_sweep.evaluate", *args, f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr

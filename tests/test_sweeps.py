@@ -173,7 +173,10 @@ def test_wandb_offline_two_jobs_are_two_runs_in_the_sweep_group(tmp_path, monkey
         assert summary["test/acc"] == pytest.approx(metrics(job)["test_acc"])
         assert summary["test_error"] == pytest.approx(metrics(job)["test_error"])
         assert summary["best_val_test_acc"] == pytest.approx(metrics(job)["best_val_test_acc"])
-        assert summary.get("best_val_ckpt_test/acc", summary["best_val_test_acc"]) == summary["best_val_test_acc"]
+        if "best_val_ckpt_test/acc" in summary:  # the best-validation checkpoint was tested on its own
+            assert summary["best_val_ckpt_test/acc"] == pytest.approx(summary["best_val_test_acc"])
+        else:  # not logged only when the best-validation checkpoint is the final model
+            assert metrics(job)["best_val_test_acc"] == metrics(job)["test_acc"]
         assert summary["status"] == "ok" and run.run_id == metrics(job)["wandb_run_id"]
     assert len(ids) == 2
 
@@ -191,6 +194,8 @@ def test_a_plain_multirun_is_one_wandb_group_named_by_its_folder(tmp_path, monke
         groups.add(run.run_group)
         assert run.display_name == f"model_a-fake-lr{metrics(job)['lr']}-s0"  # tracking.run_name's default
     assert groups == {"2026-12-01_10-11-12"}
+    from allconv_sweep import dashboard, runs
+    assert dashboard.wandb_settings(sweep_dir, runs.collect(sweep_dir))["group"] == "2026-12-01_10-11-12"  # the same
 
 
 def test_final_sweep_retrains_the_chosen_lr_on_every_training_image(tmp_path):
@@ -206,6 +211,10 @@ def test_final_sweep_retrains_the_chosen_lr_on_every_training_image(tmp_path):
     assert [r["protocol"] for r in rows if r["chosen"] == "True"] == ["final"]
     md = (sweep / "results.md").read_text()
     assert "final: all training images (64 images)" in md and "ᶠ" in md
+    # the same command again (to resume, or after adding a network): the final run is found, not a reason
+    # to drop its network (choose() reports a network by its final runs once they exist)
+    assert multirun(["+sweep=final", f"sweep.from={sweep}", "sweep.n_seeds=1"], tmp_path, tiny=False) == 0
+    assert metrics(final)["wall_time_s"] == m["wall_time_s"]  # finished and skipped, not retrained
 
 
 def test_ddp_inside_a_local_multirun_is_refused_in_one_line(tmp_path, capsys):

@@ -236,6 +236,13 @@ def test_warmup_is_linear_then_the_paper_schedule():
     ("optimizer.lr=0", r"optimizer.lr=0.0: must be a finite number > 0"),
     ("data.batch_size=0", r"data.batch_size=0: must be an integer > 0"),
     ("data.val_size=100000", r"data.val_size=100000 but the training set has"),
+    # values that used to slip through (train with NaN, traceback, or be taken as a string)
+    ("optimizer.lr=nan", r"optimizer.lr=nan: must be a finite number > 0"),
+    ("optimizer.lr=inf", r"optimizer.lr=inf: must be a finite number > 0"),
+    ("seed=-1", r"seed=-1: must be an integer in \[0, 2\^32\)"),
+    ("data.batch_size=9223372036854775808", r"data.batch_size=9223372036854775808: must be an integer > 0 up to"),
+    ("optimizer.lr=${oc.env:ALLCONV_UNSET_FOR_TEST}", r"optimizer.lr: cannot resolve its value \(Environment variable 'ALLCONV_UNSET_FOR_TEST' not found"),
+    ("optimizer.lr=${optimizer.momentum}x${optimizer.lr}", r"optimizer.lr: cannot resolve its value"),
 ])
 def test_bad_values_stop_before_training_without_metrics(cfg_factory, override, match):
     cfg = cfg_factory([override])
@@ -275,20 +282,6 @@ def test_finetune_loads_every_layer_but_the_class_conv(cfg_factory):
     assert train(cfg)["status"] == "ok"
 
 
-@pytest.mark.parametrize("override,match", [
-    ("optimizer.lr=nan", r"optimizer.lr=nan: must be a finite number > 0"),
-    ("optimizer.lr=inf", r"optimizer.lr=inf: must be a finite number > 0"),
-    ("seed=-1", r"seed=-1: must be an integer in \[0, 2\^32\)"),
-    ("data.batch_size=9223372036854775808", r"data.batch_size=9223372036854775808: must be an integer > 0 up to"),
-    ("optimizer.lr=${oc.env:ALLCONV_UNSET_FOR_TEST}", r"optimizer.lr: cannot resolve its value \(Environment variable 'ALLCONV_UNSET_FOR_TEST' not found"),
-    ("optimizer.lr=${optimizer.momentum}x${optimizer.lr}", r"optimizer.lr: cannot resolve its value"),
-])
-def test_values_that_used_to_slip_through_are_one_line_errors(cfg_factory, override, match):
-    cfg = cfg_factory([override])
-    with pytest.raises(UserError, match=match):
-        train(cfg)
-    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
-
 
 class _Payload:
     def __init__(self, marker):
@@ -310,3 +303,24 @@ def test_finetune_from_a_file_that_is_not_a_checkpoint_is_one_line_and_runs_no_c
     with pytest.raises(UserError, match=r"finetune_from=.*weights.ckpt: not a checkpoint this tool can load"):
         train(cfg)
     assert not marker.exists() and not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+
+
+def test_a_nan_in_the_first_epoch_is_diverged():
+    """Lightning's EarlyStopping(check_finite=True) records stopped_epoch = the current epoch: 0 when the
+    first epoch's loss is NaN. The run's status must say diverged then too (it used to read stopped_epoch > 0)."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from allconv_sweep.train import _status
+
+    nonfinite = EarlyStopping(monitor="train/loss_epoch", check_finite=True, patience=10**9)
+    trainer = SimpleNamespace(callback_metrics={"train/loss_epoch": torch.tensor(float("nan"))}, current_epoch=0,
+                              fast_dev_run=False, should_stop=False,
+                              strategy=SimpleNamespace(reduce_boolean_decision=lambda d, all: d))
+    nonfinite._run_early_stopping_check(trainer)
+    assert trainer.should_stop and nonfinite.stopped_epoch == 0
+    status, reason = _status(None, nonfinite, 10)
+    assert status == "diverged" and "is not finite" in reason
+    healthy = EarlyStopping(monitor="train/loss_epoch", check_finite=True, patience=10**9)
+    assert _status(None, healthy, 10) == ("ok", None)

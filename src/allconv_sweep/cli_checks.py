@@ -84,22 +84,19 @@ def check_overrides(args: list[str]) -> None:
         raise user_error(e) from None
     if not any(a.startswith(("hydra.run.dir", "hydra.sweep.dir")) for a in args):
         ensure_writable(Path("outputs").resolve())
-    validate(cfg)  # the schema's checks, once, before Hydra starts (the sweep planner checks every job)
+    ident = validate(cfg)  # the schema's checks, once, before Hydra starts (the sweep planner checks every job)
     if run_dir is not None and not multirun and "sweep" not in cfg:
-        check_run_folder(cfg, run_dir)
+        check_run_folder(cfg, run_dir, ident)
 
 
-def check_run_folder(cfg: DictConfig, run_dir: Path) -> None:
+def check_run_folder(cfg: DictConfig, run_dir: Path, ident: dict) -> None:
     """A single run into an existing folder: refuse before Hydra rewrites its .hydra/config.yaml when the
     folder holds a run of another config (train() would refuse too, but after the rewrite)."""
     from allconv_sweep import runs
-    from allconv_sweep.config import identity
 
-    ident = identity(cfg)
     state = runs.run_state(run_dir, runs.result_key(ident), ident, resume=bool(cfg.resume))
     if state.kind == "mismatch":
-        raise UserError(f"{run_dir}: {state.why}; train into another folder (hydra.run.dir=...), "
-                        f"or resume=false to replace that run")
+        raise UserError(state.refusal(run_dir))
 
 
 def _unknown_key(key: str, simple: list[str]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -162,14 +163,32 @@ def _placeholders(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def validate(cfg: DictConfig) -> None:
+def device_from(name: str):
+    """device=auto | cpu | cuda | cuda:<index> (visualize, evaluate) as a torch.device, or a one-line error."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise UserError(f"device={name!r}; valid: auto, cpu, cuda, cuda:<index>")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name!r} but no GPU is visible; valid here: auto, cpu")
+    return dev
+
+
+def validate(cfg: DictConfig) -> dict[str, Any]:
     """The one validation, after composition (the CLI, the sweep planner, train() and tests call it):
-    every value that decides the result resolves, and every schema's range checks pass."""
+    every value that decides the result resolves, and every schema's range checks pass. Returns the run's
+    identity (runs.identity), which the resolving computed."""
     from omegaconf.errors import OmegaConfBaseException
 
     from allconv_sweep.schema import RunConf
 
-    identity(cfg)
+    ident = identity(cfg)
     cfg = _placeholders(cfg)
     try:
         for path in SCHEMA_NODES:
@@ -181,6 +200,7 @@ def validate(cfg: DictConfig) -> None:
         raise user_error(e) from None
     if cfg.finetune_from is not None and not Path(cfg.finetune_from).is_file():
         raise UserError(f"finetune_from={cfg.finetune_from}: no such checkpoint file")
+    return ident
 
 
 def build(node, /, **kwargs):

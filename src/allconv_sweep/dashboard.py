@@ -28,9 +28,10 @@ from typing import Any, Optional
 
 from allconv_sweep import runs
 from allconv_sweep.errors import UserError, command
+from allconv_sweep.figures import FIGURES
 
 WORKSPACE_JSON, REPORT_JSON = "wandb_workspace.json", "wandb_report.json"
-FIGURE_KEYS = {"table3.png": "table3", "lr_grid.png": "lr_grid", "curves.png": "curves"}
+FIGURE_KEYS = FIGURES
 RUNS_TABLE = ["config:model.name", "config:model.variant", "config:optimizer.lr", "config:seed", "summary:status",
               "summary:chosen_lr", "summary:val_error", "summary:test_error"]
 PARALLEL = [("config", "model.family"), ("config", "model.variant"), ("config", "optimizer.lr"),
@@ -43,13 +44,15 @@ def wandb_settings(sweep_dir: Path, rows: list) -> Optional[dict[str, Any]]:
     """{project, entity, group, mode} of the sweep's W&B runs (from a job's config), or None without W&B."""
     from omegaconf import OmegaConf
 
+    from allconv_sweep.wandb_utils import group_for
+
     for r in rows:
         if not r.wandb_run_id:
             continue
         cfg_path = Path(r.path) / ".hydra" / "config.yaml"
         cfg = OmegaConf.load(cfg_path) if cfg_path.is_file() else OmegaConf.create({})
         w = OmegaConf.select(cfg, "logger.wandb", default=None) or {}
-        group = OmegaConf.select(cfg, "tracking.group", default=None) or sweep_dir.name
+        group = OmegaConf.select(cfg, "tracking.group", default=None) or group_for(sweep_dir)
         return {"project": w.get("project") or "allconv_sweep", "entity": w.get("entity"),
                 "group": str(group), "mode": w.get("mode")}
     return None
@@ -141,14 +144,14 @@ def build_report(r: dict):
 
 def dashboard(sweep_dir: str | Path, echo: bool = True) -> dict[str, Any]:
     """Save the workspace and the report (with credentials), else write their specs; returns what it did."""
-    from allconv_sweep.wandb_utils import has_credentials
+    from allconv_sweep.wandb_utils import has_credentials, resolve_mode
 
     sweep_dir = Path(sweep_dir).resolve()
     rows = runs.collect(sweep_dir)
     settings = wandb_settings(sweep_dir, rows)
     if settings is None:
         raise UserError(f"{sweep_dir}: none of its jobs logged to W&B (run the sweep with logger=wandb)")
-    online = has_credentials() and settings.get("mode") != "offline"
+    online = has_credentials() and resolve_mode(settings.get("mode")) == "online"
     entity = settings.get("entity")
     if online and not entity:
         import wandb
@@ -193,10 +196,8 @@ def log_report(sweep_dir: Path, result: dict[str, Any]) -> None:
 
 
 def _mode(settings: dict) -> str:
-    import os
-
-    from allconv_sweep.wandb_utils import has_credentials
-    return settings.get("mode") or os.environ.get("WANDB_MODE") or ("online" if has_credentials() else "offline")
+    from allconv_sweep.wandb_utils import resolve_mode
+    return resolve_mode(settings.get("mode"))
 
 
 def table3_rows(choices: list) -> tuple[list[str], list[list[Any]]]:

@@ -28,14 +28,16 @@ EVAL_FILE = "eval.json"
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score cfg.ckpt; returns (and writes) the eval.json record."""
     import lightning as L
-    import torch
 
     from allconv_sweep import runs
+    from allconv_sweep.config import device_from
     from allconv_sweep.console import console
     from allconv_sweep.data import datamodule_from
     from allconv_sweep.module import load_checkpoint
+    from allconv_sweep.precision import resolve
 
     t0 = time.perf_counter()
+    device = device_from(str(cfg.device))  # a bad device= fails before the checkpoint and the data load
     output_dir = runs.ensure_writable(Path(cfg.output_dir))
     model = load_checkpoint(str(cfg.ckpt))
     run_cfg = dict(model.config)
@@ -52,12 +54,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = datamodule_from(run_cfg)
     datamodule.prepare_data()
     datamodule.setup()
-    device = str(cfg.device)
-    accelerator = ("gpu" if torch.cuda.is_available() else "cpu") if device == "auto" else device.split(":")[0]
-    devices = [int(device.split(":")[1])] if ":" in device else 1
-    from allconv_sweep.precision import resolve
-
-    accelerator = "gpu" if accelerator == "cuda" else accelerator
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    devices = [device.index] if device.index is not None else 1
     precision = resolve(str((run_cfg.get("trainer") or {}).get("precision", "32-true")), accelerator).precision
     trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False,
                         precision=precision, enable_model_summary=False,

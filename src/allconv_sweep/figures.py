@@ -260,7 +260,8 @@ def curves(path: Path, choices: list[Choice]) -> Optional[dict]:
     return data
 
 
-FIGURES = {"lr_grid.png": "lr_grid", "table3.png": "table3", "curves.png": "curves"}
+# file -> its key in W&B and TensorBoard (dashboard.py), in the order the dashboards show them
+FIGURES = {"table3.png": "table3", "lr_grid.png": "lr_grid", "curves.png": "curves"}
 
 
 def write_all(sweep_dir: Path, choices: list[Choice], rows: list[Any]) -> dict[str, dict]:

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from allconv_sweep.nets import conv_layer_names
+
 
 class ImageClassifier(L.LightningModule):
     def __init__(self, net: nn.Module, num_classes: int, optimizer: Optional[Callable] = None,
@@ -45,9 +47,9 @@ class ImageClassifier(L.LightningModule):
     @property
     def relu_output(self) -> bool:
         """Whether a ReLU follows the class conv (the paper's final ReLU): then all-negative scores are dead."""
+        convs = conv_layer_names(self.net)
         names = list(self.net._modules)
-        convs = [i for i, n in enumerate(names) if isinstance(self.net._modules[n], (nn.Conv2d, nn.Linear))]
-        return bool(convs) and any(isinstance(self.net._modules[n], nn.ReLU) for n in names[convs[-1] + 1:])
+        return bool(convs) and any(isinstance(self.net._modules[n], nn.ReLU) for n in names[names.index(convs[-1]) + 1:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:

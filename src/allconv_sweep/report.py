@@ -53,7 +53,9 @@ DISPLAY = {"model": "Model", "strided_cnn": "Strided-CNN", "convpool_cnn": "Conv
 RESULTS_MD, RESULTS_CSV, RESULTS_PNG = "results.md", "results.csv", "results.png"
 
 
-def paper_value(c: Choice) -> Optional[float]:
+def paper_value(c: Any) -> Optional[float]:
+    """The paper's test error for a Choice or a Row (data, augment, model, setting): none for a setting
+    the paper did not run."""
     return PAPER.get((c.data, c.augment, c.model)) if not c.setting else None
 
 
@@ -214,7 +216,7 @@ def write_csv(path: Path, rows: list[Row], choices: list[Choice]) -> None:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
         for r in rows:
-            paper = PAPER.get((r.data, r.augment, r.model)) if not r.setting else None
+            paper = paper_value(r)
             w.writerow({"job": r.job, "status": r.status, "model": r.model, "family": r.family,
                         "variant": r.variant, "data": r.data, "augment": r.augment, "setting": r.setting,
                         "lr": r.lr, "seed": r.seed, "val_error_pct": pct(r.val_error),

@@ -73,16 +73,6 @@ def is_neutral(key: str) -> bool:
 
 # --------------------------------------------------------------------------------------------- identity
 
-def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            if not is_neutral(key):
-                _flatten(v, key, out)
-    else:
-        out[prefix] = value
-
-
 @functools.lru_cache(maxsize=1)
 def dirname_exclude_keys() -> tuple[str, ...]:
     """The override keys a sweep job's folder name leaves out (hydra.job.config.override_dirname.exclude_keys,
@@ -129,15 +119,10 @@ def _flatten_all(value: Any, prefix: str, out: dict[str, Any]) -> None:
 
 
 def identity(cfg: Any) -> dict[str, Any]:
-    """The resolved config minus the neutral keys, as {dotted key: value} (lists stay values). Neutral
-    keys are skipped before anything under them is resolved: they may need Hydra's runtime."""
-    from omegaconf import DictConfig
-
+    """The resolved config (a DictConfig) minus the neutral keys, as {dotted key: value} (lists stay
+    values). Neutral keys are skipped before anything under them is resolved: they may need Hydra's runtime."""
     out: dict[str, Any] = {}
-    if isinstance(cfg, DictConfig):
-        _walk(cfg, "", out)
-    else:
-        _flatten(cfg, "", out)
+    _walk(cfg, "", out)
     for key in PATH_KEYS:
         if isinstance(out.get(key), str):
             out[key] = os.path.abspath(os.path.expanduser(out[key]))
@@ -340,6 +325,11 @@ class RunState:
     kind: str
     why: str = ""
     record: Optional[RunRecord] = None
+
+    def refusal(self, run_dir: Path) -> str:
+        """The one-line error for a single run into a folder that holds another config's run."""
+        return (f"{run_dir}: {self.why}; train into another folder (hydra.run.dir=...), "
+                f"or resume=false to replace that run")
 
 
 def run_state(run_dir: str | Path, key: str, ident: Optional[Mapping[str, Any]] = None,
@@ -560,16 +550,16 @@ class Row(RunRecord):
 
     @property
     def settings(self) -> list[str]:
-        return sorted(o for o in self.overrides if _key(o) not in VARYING_KEYS and not is_neutral(_key(o)))
+        return sorted(o for o in self.overrides if override_key(o) not in VARYING_KEYS and not is_neutral(override_key(o)))
 
     @property
     def group(self) -> tuple:
         return (self.data, self.augment, self.model, self.setting)
 
 
-def _key(override: str) -> str:
-    body = override.lstrip("+~")
-    return body.split("=", 1)[0].strip()
+def override_key(override: str) -> str:
+    """The key an override sets: `+model.lr=0.1` -> `model.lr`."""
+    return override.lstrip("+~").split("=", 1)[0].strip()
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -601,7 +591,7 @@ def collect(sweep_dir: str | Path) -> list[Row]:
         raise UserError(f"{sweep_dir}: not a sweep folder (no job folders with {METRICS_FILE} or .hydra/, "
                         f"no {MANIFEST}); give the folder a sweep wrote, e.g. outputs/sweeps/pooling_ablation")
     rows = [_row(name, path, planned.get(name, {})) for name, path in sorted(names.items())]
-    common = set.intersection(*(set(r.settings) for r in rows)) if rows else set()
+    common = set(common_settings(rows))
     for r in rows:
         r.setting = " ".join(o for o in r.settings if o not in common)
     # runs with the same overrides but another config (an edited YAML, another version's defaults) are
@@ -654,15 +644,14 @@ def _row(name: str, path: Path, plan: dict) -> Row:
         reason = f"{damaged}: its result is unknown"
     elif plan.get("reason"):  # the sweep saw it end (a SLURM job cancelled, killed, ...)
         reason = str(plan["reason"])
-    elif _logged_error(path):  # stopped by bad input: the one line it printed
-        reason = _logged_error(path)
+    elif err := _logged_error(path):  # stopped by bad input: the one line it printed
+        reason = err
     else:
         reason = f"no {METRICS_FILE}: " + ("started but never finished (running, killed, or stopped by an error: "
                                            "see the job's .log)" if started else "never started")
     reason += "; last.ckpt present, a re-run resumes it" if (path / "checkpoints" / "last.ckpt").is_file() else ""
     info["overrides"] = list(info.get("overrides") or _overrides_file(path))
-    for k in ("lr",):
-        info[k] = _f(info.get(k))
+    info["lr"] = _f(info.get("lr"))
     return Row(status="missing", reason=reason, **info, job=name, path=path, digest=_digest(path))
 
 

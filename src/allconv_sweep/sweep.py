@@ -27,7 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from allconv_sweep import config as config_mod
 from allconv_sweep import runs
 from allconv_sweep.errors import UserError
-from allconv_sweep.runs import RunRecord, RunState
+from allconv_sweep.runs import RunRecord, RunState, override_key
 
 STATE_TEXT = {"done": "done, skip", "resume": "resume from last.ckpt", "rerun": "run again", "new": "run",
               "mismatch": "ANOTHER CONFIG: refused"}
@@ -142,9 +142,8 @@ def plan(master: DictConfig, config_loader: Any, job_overrides: Sequence[Sequenc
             raise UserError(f"two jobs would share the folder {job_dir} ({' '.join(seen[job_dir])} and "
                             f"{' '.join(overrides)}): a swept key is in hydra.job.config.override_dirname.exclude_keys")
         seen[job_dir] = overrides
-        config_mod.validate(cfg)
+        ident = config_mod.validate(cfg)
         check_ddp(cfg, kind)
-        ident = config_mod.identity(cfg)
         key = runs.result_key(ident)
         planned = RunRecord(
             status="missing", result_key=key, overrides=[o for o in overrides if not o.startswith("hydra.")],
@@ -196,10 +195,6 @@ def summary(jobs: list[Job]) -> str:
 
 # ------------------------------------------------------------------------------------------------- seeds
 
-def _key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0].strip()
-
-
 def seed_jobs(master: DictConfig, arguments: Sequence[str]) -> list[list[str]]:
     """Jobs built from another sweep's chosen runs (sweep.from), written into that sweep's folder:
 
@@ -224,18 +219,21 @@ def seed_jobs(master: DictConfig, arguments: Sequence[str]) -> list[list[str]]:
     if not source_dir.is_dir():
         raise UserError(f"sweep.from={source}: no such folder; give the folder of a finished sweep, "
                         f"e.g. sweep.from=outputs/sweeps/pooling_ablation")
-    choices = [c for c in runs.choose(runs.collect(source_dir)) if c.rows and c.protocol == "select"]
+    # choose among the lr-selection runs only: with final runs (data.val_size=0) in the same folder, choose()
+    # reports a network by them, and a re-run would have dropped that network
+    selection = [r for r in runs.collect(source_dir) if r.val_size != 0]
+    choices = [c for c in runs.choose(selection) if c.rows]
     if not choices:
         raise UserError(f"sweep.from={source}: no finished (ok or diverged) lr-selection job there to start from")
-    extra = [a for a in arguments if _key(a) != "sweep" and not _key(a).startswith("sweep.")]
-    replaced = {_key(a) for a in extra} | {"seed"} | ({"data.val_size"} if protocol == "final" else set())
+    extra = [a for a in arguments if override_key(a) != "sweep" and not override_key(a).startswith("sweep.")]
+    replaced = {override_key(a) for a in extra} | {"seed"} | ({"data.val_size"} if protocol == "final" else set())
     jobs = []
     quoted = str(source_dir).replace("\\", "\\\\").replace("'", "\\'")
     for c in choices:
         chosen = c.rows[0]
         base = [o for o in chosen.overrides
-                if _key(o) not in replaced and not (_key(o) == "launcher" or _key(o).startswith("launcher."))]
-        if not any(_key(o) == "optimizer.lr" for o in base):
+                if override_key(o) not in replaced and override_key(o).split(".")[0] != "launcher"]
+        if not any(override_key(o) == "optimizer.lr" for o in base):
             base.append(f"optimizer.lr={chosen.lr}")
         if protocol == "final":
             base.append("data.val_size=0")

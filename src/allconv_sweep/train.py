@@ -12,6 +12,7 @@ from typing import Any, Optional
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -117,9 +118,8 @@ def _start(output_dir: Path, key: str, ident: dict, resuming: bool, overrides: l
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one network with the config's protocol; write and return its metrics.json record."""
     t_start = time.perf_counter()
-    config_mod.validate(cfg)
+    ident = config_mod.validate(cfg)
     output_dir = runs.ensure_writable(Path(cfg.paths.output_dir).resolve())
-    ident = config_mod.identity(cfg)
     key = runs.result_key(ident)
     rank0 = rank_zero_only.rank == 0  # DDP: ranks > 0 (re-launched by Lightning) share rank 0's folder
     folder_lock = runs.lock(output_dir, "run") if rank0 else None
@@ -137,8 +137,7 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
             console.print(f"[green]already finished ({state.record.status}):[/green] {output_dir}/metrics.json; nothing to do")
         return state.record.to_dict()
     if state.kind == "mismatch":
-        raise UserError(f"{output_dir}: {state.why}; train into another folder (hydra.run.dir=...), "
-                        f"or resume=false to replace that run")
+        raise UserError(state.refusal(output_dir))
     resume_from, note = _resume_point(output_dir) if state.kind == "resume" else (None, None)
     if rank0:
         if resume_from is None:
@@ -274,7 +273,8 @@ def _status(divergence: Optional[DivergenceMonitor], nonfinite, num_classes: int
     """ok, or diverged with the reason (a result either way: exit 0)."""
     if divergence is not None and divergence.reason:
         return "diverged", divergence.reason
-    if nonfinite is not None and nonfinite.stopped_epoch > 0 and nonfinite.stopping_reason_message:
+    # stopping_reason, not stopped_epoch: a NaN in the first epoch stops at epoch 0
+    if nonfinite is not None and nonfinite.stopping_reason == EarlyStoppingReason.NON_FINITE_METRIC:
         return "diverged", nonfinite.stopping_reason_message
     if divergence is not None and divergence.dead_at_end:  # died before the window closed: not an ok result
         return "diverged", (f"final ReLU dead at the end: {divergence.live_fraction:.1%} of images had any class "

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from allconv_sweep.attribution import RULES, activation_layer, evaluating, forward_to, layer_names, reconstruct
-from allconv_sweep.config import config_dir
+from allconv_sweep.config import config_dir, device_from
 from allconv_sweep.errors import UserError
 from allconv_sweep.runs import ensure_writable
 
@@ -68,20 +68,6 @@ def _positive_int(value: Any, key: str) -> int:
     return value
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise UserError(f"device={name!r}; valid: auto, cpu, cuda, cuda:<index>")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name!r} but no GPU is visible; valid here: auto, cpu")
-    return dev
-
-
 def options(cfg: DictConfig | dict) -> Options:
     """Every check that needs neither the checkpoint nor the data."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
@@ -106,7 +92,7 @@ def options(cfg: DictConfig | dict) -> Options:
         ckpt=str(c["ckpt"]), target=c["target"], layer=c.get("layer"), units=units,
         top_k=_positive_int(c["top_k"], "top_k"), methods=methods, split=c["split"],
         num_images=None if num_images is None else _positive_int(num_images, "num_images"),
-        device=_device(str(c.get("device", "auto"))), panel_px=_positive_int(c["panel_px"], "panel_px"),
+        device=device_from(str(c.get("device", "auto"))), panel_px=_positive_int(c["panel_px"], "panel_px"),
         data_root=(c.get("data") or {}).get("root"), cache_dir=c.get("cache_dir"),
         output_dir=Path(c["output_dir"]),
     )

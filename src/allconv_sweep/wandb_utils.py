@@ -52,10 +52,19 @@ def default_group() -> Optional[str]:
     hc = _hydra()
     if hc is None or hc.mode != RunMode.MULTIRUN:
         return None
-    folder = Path(str(hc.sweep.dir))
-    if re.fullmatch(r"\d\d-\d\d-\d\d", folder.name):
-        return f"{folder.parent.name}_{folder.name}"
-    return folder.name
+    return group_for(Path(str(hc.sweep.dir)))
+
+
+def group_for(sweep_dir: Path) -> str:
+    """The W&B group of a sweep folder's runs (the jobs and the dashboard name it alike)."""
+    if re.fullmatch(r"\d\d-\d\d-\d\d", sweep_dir.name):
+        return f"{sweep_dir.parent.name}_{sweep_dir.name}"
+    return sweep_dir.name
+
+
+def resolve_mode(mode: Optional[str]) -> str:
+    """online / offline / disabled: as configured, else $WANDB_MODE, else online only with credentials."""
+    return mode or os.environ.get("WANDB_MODE") or ("online" if has_credentials() else "offline")
 
 
 def make_wandb_logger(save_dir: str, project: str = "allconv_sweep", entity: Optional[str] = None,
@@ -68,7 +77,7 @@ def make_wandb_logger(save_dir: str, project: str = "allconv_sweep", entity: Opt
 
     from allconv_sweep.runs import read_run_info
 
-    mode = mode or os.environ.get("WANDB_MODE") or ("online" if has_credentials() else "offline")
+    mode = resolve_mode(mode)
     run_id = (read_run_info(save_dir) or {}).get("wandb_run_id")
     own_wandb_service()
     return WandbLogger(project=project, entity=entity, group=group or default_group(), name=name, id=run_id,

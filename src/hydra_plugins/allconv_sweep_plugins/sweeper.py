@@ -167,8 +167,10 @@ def _print_config_once(jobs) -> None:
 
 
 def _swept(jobs) -> str:
-    keys = {o.lstrip("+~").split("=", 1)[0] for j in jobs for o in j.overrides if not o.startswith("hydra.")}
-    varying = sorted(k for k in keys if len({next((o for o in j.overrides if o.lstrip("+~").split("=", 1)[0] == k), None)
+    from allconv_sweep.runs import override_key
+
+    keys = {override_key(o) for j in jobs for o in j.overrides if not o.startswith("hydra.")}
+    varying = sorted(k for k in keys if len({next((o for o in j.overrides if override_key(o) == k), None)
                                              for j in jobs}) > 1)
     return ", ".join(varying) or "nothing"
 
