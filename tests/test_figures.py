@@ -119,6 +119,10 @@ def test_dashboard_spec_offline_names_the_group_the_lr_and_test_error(ablation, 
     report = json.loads((sweep / dashboard.REPORT_JSON).read_text())
     assert "9.08" in json.dumps(report["blocks"])  # the Table 3 comparison
     assert next(b for b in report["blocks"] if b["type"] == "media")["keys"] == ["table3", "lr_grid", "curves"]
+    # credentials but WANDB_MODE=offline: still the offline specs, never a call to the W&B server
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert dashboard.dashboard(sweep, echo=False)["command"].startswith("wandb sync ")
 
 
 def test_offline_wandb_sweep_gets_a_report_run_and_chosen_lr_flags(tmp_path, monkeypatch):
