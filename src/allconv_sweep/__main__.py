@@ -56,9 +56,9 @@ def _record_stamp(cfg: DictConfig):
 def _record_failure(cfg: DictConfig, exc: BaseException, before) -> None:
     """A sweep job that failed before train() recorded anything (building a callback, the data, the Trainer)
     gets metrics.json with status failed, so the report counts it failed, as a failure inside fit is: a job
-    that left no record at all is indistinguishable from one never started or still running. Written only
-    into a folder this run started (run.json holds this config's result key), and never while another
-    process holds the folder's lock; a record this start already wrote (failed inside fit) stays."""
+    that left no record at all is indistinguishable from one never started or still running. Never into a
+    folder whose run.json or metrics.json is another config's (a refused job), never while another process
+    holds the folder's lock, and a record this start already wrote (failed inside fit) stays."""
     from allconv_sweep import config as config_mod
     from allconv_sweep import runs
     from allconv_sweep.train import _overrides  # as train() records them
@@ -69,8 +69,10 @@ def _record_failure(cfg: DictConfig, exc: BaseException, before) -> None:
             return
         ident = config_mod.validate(cfg)
         key = runs.result_key(ident)
-        if (runs.read_run_info(out) or {}).get("result_key") != key:
-            return  # refused before it started here (another config's folder, a bad value): nothing of it ran
+        record = runs.read_record(out)
+        if any(k not in (None, key) for k in ((runs.read_run_info(out) or {}).get("result_key"),
+                                              record.result_key if record is not None else None)):
+            return  # the folder holds another config's run: the job was refused there, nothing of it ran
         lock = runs.lock(out, "run")
     except Exception:  # noqa: BLE001 - cannot tell it is ours: the report shows the job as missing instead
         return
