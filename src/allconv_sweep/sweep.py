@@ -140,11 +140,9 @@ def plan(master: DictConfig, config_loader: Any, job_overrides: Sequence[Sequenc
                 item_sep=dirname_cfg.item_sep, exclude_keys=dirname_cfg.exclude_keys)
         job_dir = Path(os.path.abspath(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)))
         if job_dir.parent != sweep_dir:  # the manifest and the report know a sweep's jobs as its sub-folders
-            raise UserError(f"{' '.join(o for o in overrides if not o.startswith('hydra.'))}: this job's folder "
-                            f"{job_dir} is not a folder of its own inside the sweep folder {sweep_dir} "
-                            f"(hydra.sweep.subdir={cfg.hydra.sweep.subdir!s}); nothing was launched. Keep "
-                            f"hydra.sweep.subdir one folder name (the default: "
-                            f"${{allconv.safe_dirname:${{hydra.job.override_dirname}}}})")
+            raise UserError(f"hydra.sweep.subdir={cfg.hydra.sweep.subdir!s}: the job folder {job_dir} is not a "
+                            f"folder of its own inside the sweep folder {sweep_dir}; nothing was launched. Give "
+                            f"one folder name (the default: ${{allconv.safe_dirname:${{hydra.job.override_dirname}}}})")
         if job_dir in seen:
             raise UserError(f"two jobs would share the folder {job_dir} ({' '.join(seen[job_dir])} and "
                             f"{' '.join(overrides)}): a swept key is in hydra.job.config.override_dirname.exclude_keys")
