@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from allconv_sweep.config import config_dir
 from allconv_sweep.errors import RunInterrupted, UserError
@@ -17,12 +18,14 @@ from allconv_sweep.errors import RunInterrupted, UserError
 def main(cfg: DictConfig) -> float | None:
     from allconv_sweep.train import train  # heavy imports after Hydra has parsed the command line
 
+    before = _record_stamp(cfg)
     try:
         metrics = train(cfg)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        if _multirun():  # one bad job never stops a sweep: the sweep's report lists it (no metrics.json)
+        if _multirun():  # one bad job never stops a sweep: the sweep's report lists it as failed
             logging.getLogger(__name__).error("error: %s", e)
+            _record_failure(cfg, e, before)
             return None
         sys.exit(2)
     except RunInterrupted as e:
@@ -36,8 +39,57 @@ def main(cfg: DictConfig) -> float | None:
         # train() recorded status failed in metrics.json; the traceback goes to this job's log, and the
         # sweep goes on with its other jobs (Hydra's sweeper would otherwise stop at the first failure)
         logging.getLogger(__name__).exception("job failed; the sweep goes on with its other jobs")
+        _record_failure(cfg, sys.exc_info()[1], before)
         return None
     return metrics.get("val_acc")  # what a Hydra sweeper would optimize
+
+
+def _record_stamp(cfg: DictConfig):
+    """What metrics.json is before the job runs (None: absent), to tell whether the job wrote one."""
+    try:
+        st = (Path(str(cfg.paths.output_dir)) / "metrics.json").stat()
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _record_failure(cfg: DictConfig, exc: BaseException, before) -> None:
+    """A sweep job that failed before train() recorded anything (building a callback, the data, the Trainer)
+    gets metrics.json with status failed, so the report counts it failed, as a failure inside fit is: a job
+    that left no record at all is indistinguishable from one never started or still running. Never into a
+    folder whose run.json or metrics.json is another config's (a refused job), never while another process
+    holds the folder's lock, and a record this start already wrote (failed inside fit) stays."""
+    from allconv_sweep import config as config_mod
+    from allconv_sweep import runs
+    from allconv_sweep.train import _overrides  # as train() records them
+
+    try:
+        out = Path(str(cfg.paths.output_dir)).resolve()
+        if _record_stamp(cfg) != before:  # train() wrote its own record (a failure inside fit)
+            return
+        ident = config_mod.validate(cfg)
+        key = runs.result_key(ident)
+        record = runs.read_record(out)
+        if any(k not in (None, key) for k in ((runs.read_run_info(out) or {}).get("result_key"),
+                                              record.result_key if record is not None else None)):
+            return  # the folder holds another config's run: the job was refused there, nothing of it ran
+        lock = runs.lock(out, "run")
+    except Exception:  # noqa: BLE001 - cannot tell it is ours: the report shows the job as missing instead
+        return
+    try:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        select = lambda path: OmegaConf.select(cfg, path, default=None)  # noqa: E731
+        record = runs.RunRecord(
+            status="failed", reason=f"{type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": "),
+            result_key=key, model=select("model.name"), family=select("model.family"),
+            variant=select("model.variant"), data=select("data.name"), preprocess=select("preprocess.name"),
+            augment=select("augment.name"), lr=select("optimizer.lr"), seed=select("seed"),
+            max_epochs=select("trainer.max_epochs"), output_dir=str(out), overrides=_overrides())
+        runs.write_record(out, record)
+    except Exception:  # noqa: BLE001 - the job's own error is what its log shows
+        logging.getLogger(__name__).exception("could not record the failure in metrics.json")
+    finally:
+        lock.release()
 
 
 def _multirun() -> bool:

@@ -32,6 +32,9 @@ def register() -> None:
     if not OmegaConf.has_resolver("allconv.dirname_excludes"):
         from allconv_sweep.runs import dirname_exclude_keys
         OmegaConf.register_new_resolver("allconv.dirname_excludes", lambda: list(dirname_exclude_keys()))
+    if not OmegaConf.has_resolver("allconv.safe_dirname"):  # hydra.sweep.subdir: a job stays in its sweep folder
+        from allconv_sweep.runs import safe_dirname
+        OmegaConf.register_new_resolver("allconv.safe_dirname", lambda name: safe_dirname(str(name)))
     if not OmegaConf.has_resolver("allconv.groups_help"):
         OmegaConf.register_new_resolver("allconv.groups_help", groups_help)
     # launcher=slurm: gpus_per_job=0 is a CPU job of one task (not 0 devices, 0 tasks)

@@ -65,6 +65,81 @@ def plan_slots(n_jobs: Optional[int], jobs_per_gpu: int = 1, gpus: Optional[list
     return slots[: n_jobs or len(slots)]
 
 
+def usable_cpus() -> int:
+    """The CPU cores this process may run on (its affinity mask: taskset, cgroups' cpusets, SLURM)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def mem_available() -> Optional[int]:
+    """Bytes the machine can give new processes without swapping (MemAvailable); None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+# A job's peak memory (RSS), estimated from the bytes of the images it holds in memory. Measured on 2 CPU
+# cores with /usr/bin/time -v (`python -m allconv_sweep ... trainer.max_epochs=1 trainer.limit_train_batches=3
+# trainer.precision=32-true`, all_cnn_c, gcn_zca, batch 64 unless said):
+#   data=fake (512 + 256 images)                                          1.30 GB
+#   data=fake data.train_size=4153 data.test_size=1017                     1.55 GB
+#   CIFAR-10 head (4153 + 1017 images: data.root=$ALLCONV_SHARED_DATA/cifar10-head), batch 64    1.53 GB
+#   the same at the default batch 256                                       1.61 GB
+# A fixed part (Python, torch, Lightning, the network, its activations) of ~1.2 GiB, plus ~17 bytes per byte
+# of uint8 image (the float32 sets, their normalized copies, the whitening): 52 KB per 32x32 image. The
+# fixed part is taken at 1.3 GiB to cover batch 256. Full CIFAR-10 (60,000 images): ~4.4 GiB a job.
+JOB_BASE_BYTES = int(1.3 * 2**30)
+BYTES_PER_IMAGE_BYTE = 17
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
+def job_memory_bytes(data: Any) -> int:
+    """The estimate above for a job of this data config (the images held in memory: fake's train_size +
+    test_size, CIFAR's files as they are on disk, the official 60,000 where they are not there yet;
+    ImageNet streams its images from DataLoader workers: the fixed part only)."""
+    get = (lambda k, d=None: data.get(k, d)) if hasattr(data, "get") else (lambda k, d=None: d)
+    name, side = str(get("name", "")), int(get("image_size", 32) or 32)
+    image_bytes = 3 * side * side
+    if name == "fake":
+        held = (int(get("train_size", 0) or 0) + int(get("test_size", 0) or 0)) * image_bytes
+    elif name in CIFAR_FOLDERS:
+        folder = Path(str(get("root", "data"))) / CIFAR_FOLDERS[name]
+        files = [f for f in folder.iterdir() if f.is_file()] if folder.is_dir() else []
+        held = sum(f.stat().st_size for f in files) if files else 60_000 * image_bytes
+    else:
+        held = 0
+    return JOB_BASE_BYTES + BYTES_PER_IMAGE_BYTE * held
+
+
+def limit_slots(slots: list[Slot], requested: Optional[int], job_bytes: Optional[int] = None,
+                cpus: Optional[int] = None, available: Optional[int] = None) -> tuple[list[Slot], Optional[str]]:
+    """The slots that fit this machine: on CPU slots, at most one job per usable core (more only share the
+    same cores and multiply the memory); and at most as many jobs as MemAvailable holds at job_bytes each
+    (at least one). Returns the slots kept and a one-line note when it kept fewer, else None."""
+    n, why = len(slots), []
+    if slots and slots[0].gpu is None:
+        cpus = usable_cpus() if cpus is None else cpus
+        if n > cpus:
+            n = cpus
+            why.append(f"no GPU visible and {cpus} usable CPU core{'s' if cpus != 1 else ''}")
+    available = mem_available() if available is None else available
+    if job_bytes and available and n > max(1, available // job_bytes):
+        n = max(1, available // job_bytes)
+        why.append(f"~{job_bytes / 2**30:.1f} GiB a job (estimate) and {available / 2**30:.1f} GiB available")
+    if n == len(slots):
+        return slots, None
+    asked = f"launcher.n_jobs={requested}" if requested is not None else f"launcher=gpus ({len(slots)} slots)"
+    return slots[:n], (f"{asked}: running {n} job{'s' if n != 1 else ''} at once ({'; '.join(why)}); "
+                       f"the results are the same, the sweep takes longer")
+
+
 # lease_dir -> (slot, lock) held by this process; kept until the process exits
 _HELD: dict[str, tuple[Slot, Any]] = {}
 
@@ -107,7 +182,7 @@ class LeasedTask:
         if slot.gpu is not None:
             _pin_gpu(slot.gpu)
         else:  # CPU slots: split the cores between the jobs running at once
-            threads = max(1, (os.cpu_count() or 1) // len(self.slots))
+            threads = max(1, usable_cpus() // len(self.slots))
             if "torch" in sys.modules:
                 sys.modules["torch"].set_num_threads(threads)
             else:

@@ -110,6 +110,30 @@ def dirname_exclude_keys() -> tuple[str, ...]:
     return tuple(sorted(k for k in keys if not k.startswith("hydra")))
 
 
+# Characters a job's folder name (made from override values) never holds as they are: path separators and
+# control characters (the file system would read a '/' as a sub-folder, '..' after it as the parent), and
+# what Hydra's override grammar reads inside a quoted value ($ starts an interpolation, quotes and backslash end
+# or escape it), so any job folder can be named back as key='<folder>'. '%' itself, so the encoding is
+# one-to-one (two values never share a folder). '=' and ',' stay: they separate the overrides in the name.
+_DIRNAME_UNSAFE = frozenset("/\\%$'\"") | frozenset(map(chr, range(32))) | {"\x7f"}
+NAME_MAX = 255  # bytes in one folder name (Linux, macOS)
+
+
+def safe_dirname(name: str) -> str:
+    """A sweep job's folder name from its override_dirname (hydra.sweep.subdir, ${allconv.safe_dirname:...}):
+    unsafe characters percent-encoded (model.name=x/../../up -> model.name=x%2F..%2F..%2Fup, one folder
+    inside the sweep folder); '.' and '..' alone encoded; a name over NAME_MAX bytes shortened, with a hash
+    of the whole name. A name without such characters is unchanged (existing sweep folders are found again)."""
+    name = "".join(f"%{ord(c):02X}" if c in _DIRNAME_UNSAFE else c for c in str(name))
+    if name in (".", ".."):
+        name = name.replace(".", "%2E")
+    if len(name.encode("utf-8")) > NAME_MAX:
+        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+        head = name.encode("utf-8")[:NAME_MAX - len(digest) - 1].decode("utf-8", errors="ignore")
+        name = f"{head}~{digest}"
+    return name
+
+
 def _flatten_all(value: Any, prefix: str, out: dict[str, Any]) -> None:
     if isinstance(value, Mapping) and value:
         for k, v in value.items():

@@ -117,6 +117,7 @@ def plan(master: DictConfig, config_loader: Any, job_overrides: Sequence[Sequenc
     parser = OverridesParser.create()
     repo = getattr(config_loader, "repository", None)
     composed: dict[tuple[str, ...], DictConfig] = {}
+    sweep_dir = Path(os.path.abspath(str(master.hydra.sweep.dir)))
     jobs: list[Job] = []
     seen: dict[Path, list[str]] = {}
     for overrides in job_overrides:
@@ -138,6 +139,10 @@ def plan(master: DictConfig, config_loader: Any, job_overrides: Sequence[Sequenc
                 overrides=[o for o in parsed if not o.is_hydra_override()], kv_sep=dirname_cfg.kv_sep,
                 item_sep=dirname_cfg.item_sep, exclude_keys=dirname_cfg.exclude_keys)
         job_dir = Path(os.path.abspath(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)))
+        if job_dir.parent != sweep_dir:  # the manifest and the report know a sweep's jobs as its sub-folders
+            raise UserError(f"hydra.sweep.subdir={cfg.hydra.sweep.subdir!s}: the job folder {job_dir} is not a "
+                            f"folder of its own inside the sweep folder {sweep_dir}; nothing was launched. Give "
+                            f"one folder name (the default: ${{allconv.safe_dirname:${{hydra.job.override_dirname}}}})")
         if job_dir in seen:
             raise UserError(f"two jobs would share the folder {job_dir} ({' '.join(seen[job_dir])} and "
                             f"{' '.join(overrides)}): a swept key is in hydra.job.config.override_dirname.exclude_keys")

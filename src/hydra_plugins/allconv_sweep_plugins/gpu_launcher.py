@@ -37,11 +37,26 @@ class GpuPoolLauncher(JoblibLauncher):
         from allconv_sweep.launch import plan_slots
 
         self.slots = plan_slots(n_jobs, jobs_per_gpu)
+        self.requested = n_jobs
         self.lease_dir = lease_dir
         super().__init__(n_jobs=len(self.slots), **joblib_kwargs)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from allconv_sweep.launch import LeasedTask
+        import sys
 
+        from omegaconf import OmegaConf
+
+        from allconv_sweep.launch import LeasedTask, job_memory_bytes, limit_slots
+
+        # Capped, not refused: how many jobs run at once never changes a result (launcher is not part of a
+        # job's folder or result key), so a command written for a bigger machine runs here, only slower.
+        try:
+            job_bytes: Optional[int] = job_memory_bytes(OmegaConf.select(config, "data"))
+        except Exception:  # noqa: BLE001 - a data config this estimate cannot read: the job refuses it itself
+            job_bytes = None
+        self.slots, note = limit_slots(self.slots, self.requested, job_bytes)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        self.joblib["n_jobs"] = len(self.slots)
         super().setup(hydra_context=hydra_context, config=config,
                       task_function=LeasedTask(task_function, self.slots, self.lease_dir))

@@ -17,6 +17,7 @@ Set by sweeps/_common.yaml (hydra.sweeper._target_). Before launching it compose
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
@@ -78,7 +79,7 @@ class PaperSweeper(BasicSweeper):
             jobs = plan_mod.plan(cfg, self.hydra_context.config_loader, job_lists, kind)
         except UserError as e:
             _exit_user_error(e)
-        sweep_dir = Path(str(cfg.hydra.sweep.dir)).absolute()
+        sweep_dir = Path(os.path.abspath(str(cfg.hydra.sweep.dir)))  # as plan() names it: sweep.from=../x too
 
         if OmegaConf.select(cfg, "sweep.dry_run", default=False):
             print(plan_mod.describe(name, sweep_dir, kind, jobs))
@@ -100,7 +101,6 @@ class PaperSweeper(BasicSweeper):
         todo = [j for j in jobs if j.todo]
         log.info(f"sweep {name} in {sweep_dir}: {len(jobs)} jobs; {plan_mod.summary(jobs)}")
         _print_config_once(jobs)
-        import os
         import time
 
         from allconv_sweep.console import SWEEP_JOBS, SWEEP_START
