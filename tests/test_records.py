@@ -208,6 +208,7 @@ def test_recorded_overrides_are_checked_one_by_one():
     for bad, needle in (
             ("~seed", "adds or deletes an entry"), ("++trainer.x=1", "adds or deletes an entry"),
             ("+sweep=_common", "is not an option of the sweep group"),
+            ("model=[model_a,../../evil]", "'../../evil' is not an option of the model group"),
             ("optimizer._target_=numpy.load", "sets a key that tells Hydra what to build"),
             ("model.layers=[{_target_: numpy.load}]", "its value holds _target_"),
             ("hydra/launcher=basic", "sets Hydra's own config"), ("seed=1,2", "is a sweep of several values"),

@@ -131,7 +131,7 @@ def _assign(ours: DictConfig, stored: Mapping, path: str, source: Any) -> None:
         if not isinstance(k, str):
             raise _refuse(source, f"key {path}.{k!r} is not a config key")
         if is_special(k):
-            mine = ours.get(k, _MISSING) if k in ours else _MISSING
+            mine = ours[k] if k in ours else _MISSING
             if mine is _MISSING or v != mine:
                 builds = f"this tool builds {mine}" if mine is not _MISSING else "it builds nothing there"
                 raise _refuse(source, f"key {key} = {_short(v)} is not what this tool builds ({builds})")
@@ -238,10 +238,11 @@ def overrides_from_record(overrides: Any, source: Any) -> list[str]:
             raise _refuse(source, f"{what} sets a key that tells Hydra what to build")
         value = o.value()
         options = group_options(key)
-        if options is not None and not (isinstance(value, (dict, list))):
-            if not isinstance(value, str) or value not in options:
-                raise _refuse(source, f"{what}: {_short(value)} is not an option of the {key} group "
-                                      f"(valid: {', '.join(options)})")
+        if options is not None and not isinstance(value, dict):  # Hydra's group choice (a list: several)
+            for v in value if isinstance(value, list) else [value]:
+                if not isinstance(v, str) or v not in options:
+                    raise _refuse(source, f"{what}: {_short(v)} is not an option of the {key} group "
+                                          f"(valid: {', '.join(options)})")
         elif key == "sweep" or o.is_add():
             raise _refuse(source, f"{what} adds an entry of the config")
         else:
