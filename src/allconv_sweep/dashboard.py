@@ -42,19 +42,16 @@ PARALLEL = [("config", "model.family"), ("config", "model.variant"), ("config", 
 
 def wandb_settings(sweep_dir: Path, rows: list) -> Optional[dict[str, Any]]:
     """{project, entity, group, mode} of the sweep's W&B runs (from a job's config), or None without W&B."""
-    from omegaconf import OmegaConf
-
+    from allconv_sweep.records import config_values  # a job's config: its values read as data
     from allconv_sweep.wandb_utils import group_for
 
     for r in rows:
         if not r.wandb_run_id:
             continue
-        cfg_path = Path(r.path) / ".hydra" / "config.yaml"
-        cfg = OmegaConf.load(cfg_path) if cfg_path.is_file() else OmegaConf.create({})
-        w = OmegaConf.select(cfg, "logger.wandb", default=None) or {}
-        group = OmegaConf.select(cfg, "tracking.group", default=None) or group_for(sweep_dir)
-        return {"project": w.get("project") or "allconv_sweep", "entity": w.get("entity"),
-                "group": str(group), "mode": w.get("mode")}
+        cfg = config_values(Path(r.path) / ".hydra" / "config.yaml", {
+            "logger.wandb.project": str, "logger.wandb.entity": str, "logger.wandb.mode": str, "tracking.group": str})
+        return {"project": cfg["logger.wandb.project"] or "allconv_sweep", "entity": cfg["logger.wandb.entity"],
+                "group": str(cfg["tracking.group"] or group_for(sweep_dir)), "mode": cfg["logger.wandb.mode"]}
     return None
 
 

@@ -142,11 +142,13 @@ class ImageClassifier(L.LightningModule):
 
 def load_checkpoint(ckpt: str | Path, map_location: str | torch.device = "cpu") -> ImageClassifier:
     """The ImageClassifier of a training run, rebuilt from the config its checkpoint carries; weights only
-    (torch.load(weights_only=True): a checkpoint is data, never code). One-line UserError for a missing
-    file or one that is not such a checkpoint."""
-    from hydra.utils import instantiate
-
+    (torch.load(weights_only=True): a checkpoint is data, never code). The stored config is read through
+    allconv_sweep.records: the network is built from OUR composed model node with the stored values, and
+    the model's config (model.config) is that rebuilt run config. One-line UserError for a missing file,
+    one that is not such a checkpoint, or a stored config that names anything else to build."""
+    from allconv_sweep.config import build, to_container
     from allconv_sweep.errors import UserError
+    from allconv_sweep.records import run_config_from_record
 
     path = Path(ckpt).expanduser()
     valid = "a last.ckpt or best.ckpt written by python -m allconv_sweep (<run>/checkpoints/)"
@@ -154,11 +156,18 @@ def load_checkpoint(ckpt: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"ckpt={ckpt}: no such file; valid: {valid}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-        config = state["hyper_parameters"]["cfg"]
-        model = ImageClassifier(instantiate(config["model"]), int(config["data"]["num_classes"]), config=config,
-                                result_key=state["hyper_parameters"].get("result_key"))
+        stored, result_key = state["hyper_parameters"]["cfg"], state["hyper_parameters"].get("result_key")
+        result_key = result_key if isinstance(result_key, str) else None
+    except Exception as e:  # noqa: BLE001 - pickle, zip and key errors all mean "not one of ours"
+        why = " ".join(str(e).split())[:160]
+        raise UserError(f"ckpt={ckpt}: cannot be read as a checkpoint ({type(e).__name__}: {why}); "
+                        f"valid: {valid}") from None
+    run_cfg = run_config_from_record(stored, path)  # its refusal is the whole story: not wrapped below
+    try:
+        model = ImageClassifier(build(run_cfg.model, _convert_="all"), int(run_cfg.data.num_classes),
+                                config=to_container(run_cfg), result_key=result_key)
         model.load_state_dict(state["state_dict"])
-    except Exception as e:  # noqa: BLE001 - pickle, zip, key and shape errors all mean "not one of ours"
+    except Exception as e:  # noqa: BLE001 - key and shape errors all mean "not one of ours"
         why = " ".join(str(e).split())[:160]
         raise UserError(f"ckpt={ckpt}: cannot be read as a checkpoint ({type(e).__name__}: {why}); "
                         f"valid: {valid}") from None

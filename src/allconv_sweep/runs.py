@@ -588,14 +588,6 @@ def override_key(override: str) -> str:
 
 # ----------------------------------------------------------------------------------------------- reading
 
-def _load_yaml(path: Path) -> Any:
-    from omegaconf import OmegaConf
-    try:
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    except Exception:  # noqa: BLE001 - a half-written file: treat as absent
-        return None
-
-
 def _job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(d for d in sweep_dir.iterdir()
                   if d.is_dir() and any((d / f).exists() for f in (METRICS_FILE, RUN_FILE, ".hydra")))
@@ -654,15 +646,15 @@ def _row(name: str, path: Path, plan: dict) -> Row:
         return Row(**data, job=name, path=path, digest=_digest(path))
     # no (readable) metrics.json: the job never ran, is still running, or died without a record
     info = {k: v for k, v in plan.items() if k in RunRecord.__dataclass_fields__ and k not in ("status", "reason")}
-    cfg = _load_yaml(path / ".hydra" / "config.yaml") if (path / ".hydra" / "config.yaml").is_file() else None
-    if isinstance(cfg, dict):
-        info.setdefault("model", (cfg.get("model") or {}).get("name"))
-        info.setdefault("family", (cfg.get("model") or {}).get("family"))
-        info.setdefault("variant", (cfg.get("model") or {}).get("variant"))
-        info.setdefault("data", (cfg.get("data") or {}).get("name"))
-        info.setdefault("augment", (cfg.get("augment") or {}).get("name"))
-        info.setdefault("lr", (cfg.get("optimizer") or {}).get("lr"))
-        info.setdefault("seed", cfg.get("seed"))
+    if (path / ".hydra" / "config.yaml").is_file():  # values read as data (allconv_sweep.records)
+        from allconv_sweep.records import config_values
+        values = config_values(path / ".hydra" / "config.yaml", {
+            "model.name": str, "model.family": str, "model.variant": str, "data.name": str, "augment.name": str,
+            "optimizer.lr": float, "seed": int})
+        for field_, key in (("model", "model.name"), ("family", "model.family"), ("variant", "model.variant"),
+                            ("data", "data.name"), ("augment", "augment.name"), ("lr", "optimizer.lr"),
+                            ("seed", "seed")):
+            info.setdefault(field_, values[key])
     started = (path / ".hydra").is_dir() or (path / RUN_FILE).is_file()
     if damaged:
         reason = f"{damaged}: its result is unknown"
@@ -692,8 +684,8 @@ def _logged_error(path: Path) -> Optional[str]:
 
 
 def _overrides_file(path: Path) -> list[str]:
-    ov = _load_yaml(path / ".hydra" / "overrides.yaml") if (path / ".hydra" / "overrides.yaml").is_file() else None
-    return [str(o) for o in ov] if isinstance(ov, list) else []
+    from allconv_sweep.records import read_overrides_file  # shown as text; checked before any is composed
+    return read_overrides_file(path / ".hydra" / "overrides.yaml")
 
 
 def _f(v: Any) -> Optional[float]:

@@ -94,7 +94,7 @@ def _epoch_log(run_dir: Path, epochs_run: int) -> dict[str, dict[int, float]]:
 
 
 def collect(sweep_dir: str | Path) -> list[Run]:
-    from omegaconf import OmegaConf
+    from allconv_sweep.records import config_values  # a job's config: its values read as data
 
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -109,13 +109,14 @@ def collect(sweep_dir: str | Path) -> list[Run]:
         if record is None:
             continue  # still running, or killed: nothing to map yet
         m = record.to_dict()
-        cfg = OmegaConf.load(d / ".hydra" / "config.yaml")
+        cfg = config_values(d / ".hydra" / "config.yaml", {"model.init": str, "data.batch_size": int,
+                                                          "optimizer.lr": float, "seed": int}, required=True)
         epochs_run = int(m.get("epochs_run") or 0)
         log = _epoch_log(d, epochs_run)
         epochs = sorted(log["val/live_fraction"])
         runs.append(Run(
-            job=d.name, init=str(cfg.model.init), batch_size=int(cfg.data.batch_size), lr=float(cfg.optimizer.lr),
-            seed=int(cfg.seed), status=str(m.get("status")), reason=m.get("reason"), epochs_run=epochs_run,
+            job=d.name, init=cfg["model.init"], batch_size=cfg["data.batch_size"], lr=cfg["optimizer.lr"],
+            seed=cfg["seed"], status=str(m.get("status")), reason=m.get("reason"), epochs_run=epochs_run,
             train_size=m.get("train_size"), test_acc=m.get("test_acc"), epochs=[e + 1 for e in epochs],
             live=[log["val/live_fraction"][e] for e in epochs],
             train_loss=[log["train/loss_epoch"].get(e, math.nan) for e in epochs],

@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from allconv_sweep import config as config_mod
-from allconv_sweep import runs
+from allconv_sweep import records, runs
 from allconv_sweep.errors import UserError
 from allconv_sweep.runs import RunRecord, RunState, override_key
 
@@ -236,7 +236,9 @@ def seed_jobs(master: DictConfig, arguments: Sequence[str]) -> list[list[str]]:
     quoted = str(source_dir).replace("\\", "\\\\").replace("'", "\\'")
     for c in choices:
         chosen = c.rows[0]
-        base = [o for o in chosen.overrides
+        # the folder's record is data: its overrides are checked before any of them is composed again
+        recorded = records.overrides_from_record(chosen.overrides, _overrides_source(chosen.path, source_dir))
+        base = [o for o in recorded
                 if override_key(o) not in replaced and override_key(o).split(".")[0] != "launcher"]
         if not any(override_key(o) == "optimizer.lr" for o in base):
             base.append(f"optimizer.lr={chosen.lr}")
@@ -246,3 +248,11 @@ def seed_jobs(master: DictConfig, arguments: Sequence[str]) -> list[list[str]]:
         for s in range(first, first + n):
             jobs.append(base + extra + [f"seed={s}", f"hydra.sweep.dir='{quoted}'"])
     return jobs
+
+
+def _overrides_source(job_dir: Path, sweep_dir: Path) -> Path:
+    """The file a job's recorded overrides came from (runs.collect reads them in this order)."""
+    for path in (job_dir / runs.METRICS_FILE, sweep_dir / runs.MANIFEST, job_dir / ".hydra" / "overrides.yaml"):
+        if path.is_file():
+            return path
+    return job_dir
