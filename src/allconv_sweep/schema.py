@@ -274,7 +274,9 @@ class PaperScheduleConf:
 @dataclass
 class TrainerConf:
     """Lightning Trainer arguments (instantiate(cfg.trainer, callbacks=..., logger=...)). Another Trainer
-    argument: add it here and to conf/trainer/default.yaml."""
+    argument: add it here and to conf/trainer/default.yaml, or give it as +trainer.<argument>=<value>
+    (check_added holds it to Trainer's signature). validate() runs __post_init__, check_added, and
+    check_machine where the run will run."""
     _target_: str = "lightning.pytorch.Trainer"
     max_epochs: int = 350
     accelerator: str = "auto"
