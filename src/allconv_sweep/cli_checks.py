@@ -48,6 +48,7 @@ def check_overrides(args: list[str]) -> None:
     multirun = any(a in ("-m", "--multirun") for a in args)
     args = [a for a in args if not a.startswith("-")]
     run_dir: Path | None = None
+    folders: list[Path] = []  # probed once the config is known good: a refused command writes no folder
     try:
         overrides = OverridesParser.create().parse_overrides(args)
     except Exception as e:  # noqa: BLE001 - Hydra's grammar errors are already precise
@@ -62,7 +63,7 @@ def check_overrides(args: list[str]) -> None:
             if key in ("hydra.run.dir", "hydra.sweep.dir") and not o.is_sweep_override():
                 value = str(o.value())  # parsed: Lightning's DDP re-launch passes the dir quoted
                 if "${" not in value:
-                    ensure_writable(Path(value).expanduser().resolve())
+                    folders.append(Path(value).expanduser().resolve())
                     if key == "hydra.run.dir":
                         run_dir = Path(value).expanduser().resolve()
             continue
@@ -83,8 +84,10 @@ def check_overrides(args: list[str]) -> None:
             raise UserError(_unknown_key(bad, simple)) from None
         raise user_error(e) from None
     if not any(a.startswith(("hydra.run.dir", "hydra.sweep.dir")) for a in args):
-        ensure_writable(Path("outputs").resolve())
+        folders.append(Path("outputs").resolve())
     ident = validate(cfg)  # the schema's checks, once, before Hydra starts (the sweep planner checks every job)
+    for folder in folders:
+        ensure_writable(folder)
     if run_dir is not None and not multirun and "sweep" not in cfg:
         check_run_folder(cfg, run_dir, ident)
 

@@ -189,7 +189,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     identity (runs.identity), which the resolving computed."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from allconv_sweep.schema import RunConf
+    from allconv_sweep.schema import RunConf, TrainerConf
 
     ident = identity(cfg)
     cfg = _placeholders(cfg)
@@ -197,13 +197,25 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         for path in SCHEMA_NODES:
             node = OmegaConf.select(cfg, path, default=None)
             if isinstance(node, DictConfig) and OmegaConf.get_type(node) not in (dict, None):
-                OmegaConf.to_object(node)  # builds the dataclasses: their __post_init__ checks run
+                built = OmegaConf.to_object(node)  # builds the dataclasses: their __post_init__ checks run
+                if isinstance(built, TrainerConf):
+                    built.check_added()
+                    if _runs_here(cfg):
+                        built.check_machine()
         RunConf(seed=cfg.seed, resume=cfg.resume, finetune_from=cfg.finetune_from, print_config=cfg.print_config)
     except (OmegaConfBaseException, ValueError, RecursionError) as e:
         raise user_error(e) from None
     if cfg.finetune_from is not None and not Path(cfg.finetune_from).is_file():
         raise UserError(f"finetune_from={cfg.finetune_from}: no such checkpoint file")
     return ident
+
+
+def _runs_here(cfg: DictConfig) -> bool:
+    """Whether the run (each job) runs on this machine: not so for launcher=slurm's jobs until they run in
+    their SLURM job (a login node without GPUs plans a sweep of GPU jobs)."""
+    import os
+
+    return OmegaConf.select(cfg, "launcher.name", default=None) != "slurm" or "SLURM_JOB_ID" in os.environ
 
 
 def build(node, /, **kwargs):

@@ -29,6 +29,7 @@ from enum import Enum
 from typing import Any, Iterable, Mapping, Optional
 
 from allconv_sweep.errors import UserError
+from allconv_sweep.files import file_mode
 
 METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"
@@ -215,6 +216,7 @@ def write_json(path: str | Path, data: Any) -> Path:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())  # mkstemp's 0o600 -> the umask's mode, as every other file of a run
         with os.fdopen(fd, "w") as f:
             json.dump(_finite(data), f, indent=2, default=str, allow_nan=False)
             f.write("\n")

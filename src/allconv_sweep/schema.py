@@ -12,6 +12,9 @@ The YAML files keep the values and the comments that say why (conf/); this file 
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import inspect
 import math
 from dataclasses import dataclass, field
 from enum import Enum
@@ -271,7 +274,9 @@ class PaperScheduleConf:
 @dataclass
 class TrainerConf:
     """Lightning Trainer arguments (instantiate(cfg.trainer, callbacks=..., logger=...)). Another Trainer
-    argument: add it here and to conf/trainer/default.yaml."""
+    argument: add it here and to conf/trainer/default.yaml, or give it as +trainer.<argument>=<value>
+    (check_added holds it to Trainer's signature). validate() runs __post_init__, check_added, and
+    check_machine where the run will run."""
     _target_: str = "lightning.pytorch.Trainer"
     max_epochs: int = 350
     accelerator: str = "auto"
@@ -301,6 +306,178 @@ class TrainerConf:
         _positive(self.accumulate_grad_batches, "trainer.accumulate_grad_batches", integer=True)
         if self.gradient_clip_val is not None:
             _positive(self.gradient_clip_val, "trainer.gradient_clip_val")
+        for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+            _batch_limit(getattr(self, key), f"trainer.{key}")
+        _choice(self.accelerator, "trainer.accelerator", "accelerator", ("auto", "gpu", *_lightning_names("accelerators")))
+        _choice(self.strategy, "trainer.strategy", "strategy", ("auto", *_lightning_names("strategies")))
+        _devices(self.devices)
+
+    def check_added(self) -> None:
+        """The keys added to the trainer group (+trainer.<key>=...; OmegaConf sets them on the object after
+        __post_init__): arguments of lightning.pytorch.Trainer of its types, none that train() sets itself."""
+        from lightning.pytorch import Trainer
+
+        fields = {f.name for f in dataclasses.fields(self)}
+        params = inspect.signature(Trainer.__init__).parameters
+        valid = sorted(p for p in params if p != "self" and p not in TRAINER_SET_BY_TOOL)
+        for key, value in vars(self).items():
+            if key in fields:
+                continue
+            if key in TRAINER_SET_BY_TOOL:
+                raise ValueError(f"trainer.{key}: set by allconv_sweep itself (train.py); "
+                                 f"it cannot be given: drop +trainer.{key}")
+            if key not in params or key == "self":
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise ValueError(f"trainer.{key}: no such key; {hint}valid keys in trainer "
+                                 f"(lightning.pytorch.Trainer's arguments): {', '.join(valid)}")
+            annotation = params[key].annotation
+            if not _fits(value, annotation):
+                raise ValueError(f"trainer.{key}={value!r}: must be {_describe(annotation)} "
+                                 f"(lightning.pytorch.Trainer's {key})")
+            low = TRAINER_ADDED_MINIMUM.get(key)
+            if low is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value < low:
+                raise ValueError(f"trainer.{key}={value!r}: must be >= {low}")
+            if key in ("limit_predict_batches", "overfit_batches"):
+                _batch_limit(value, f"trainer.{key}")
+
+    def check_machine(self) -> None:
+        """The accelerator and devices exist on this machine (call only where the run will run: a SLURM
+        sweep's jobs run on the cluster's nodes, not where the sweep is planned)."""
+        here = _accelerators_here()
+        valid = ["auto", "cpu"] + (["gpu", "cuda"] if "cuda" in here else ["gpu", "mps"] if "mps" in here else [])
+        valid += ["tpu"] if "tpu" in here else []
+        wanted = str(self.accelerator)
+        kind = {"gpu": "mps" if "mps" in here and "cuda" not in here else "cuda",
+                "auto": next((k for k in ("tpu", "mps", "cuda") if k in here), "cpu")}.get(wanted, wanted)
+        if kind not in here:
+            what = {"cuda": "GPU (CUDA)", "tpu": "TPU (torch_xla)", "mps": "Apple GPU (MPS)"}.get(kind, kind)
+            raise ValueError(f"trainer.accelerator={wanted}: this machine has no {what}; valid here: {', '.join(valid)}")
+        devices = self.devices
+        if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+            devices = int(devices)
+        if kind == "cpu" and not (devices == "auto" or (isinstance(devices, int) and devices >= 1)):
+            raise ValueError(f"trainer.devices={self.devices!r}: on a CPU, the number of processes (1, 2, ...) or auto")
+        if kind == "cuda":
+            import torch
+
+            count = torch.cuda.device_count()
+            indices = (devices if isinstance(devices, list)
+                       else [int(p) for p in devices.split(",") if p.strip()] if isinstance(devices, str) and devices != "auto"
+                       else [])
+            if (isinstance(devices, int) and devices > count) or any(i >= count for i in indices):
+                raise ValueError(f"trainer.devices={self.devices!r}: this machine has {count} GPU(s); "
+                                 f"valid here: auto, -1 (all), a count up to {count}, or indices 0..{count - 1}")
+
+
+# ----------------------------------------------------------------------------------------- trainer checks
+
+# Trainer arguments train() passes itself (train.py): a value given for one would be silently replaced
+TRAINER_SET_BY_TOOL = ("callbacks", "logger", "default_root_dir", "enable_model_summary", "num_sanity_val_steps",
+                       "plugins")
+# added Trainer arguments with a lower bound Lightning checks only when it is built
+TRAINER_ADDED_MINIMUM = {"fast_dev_run": 0, "min_epochs": 0, "min_steps": 0, "max_steps": -1,
+                         "reload_dataloaders_every_n_epochs": 0}
+
+
+def _batch_limit(value: Any, key: str) -> None:
+    """Lightning's limit_*_batches: a fraction of the batches in [0, 1], or a whole number of batches."""
+    if value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value > 1 and value % 1 != 0):
+        shown = f"{value:g}" if ok else repr(value)
+        raise ValueError(f"{key}={shown}: must be a fraction in [0, 1] or a whole number of batches (2, 3, ...)")
+
+
+def _lightning_names(kind: str) -> tuple[str, ...]:
+    if kind == "accelerators":
+        from lightning.pytorch.accelerators import AcceleratorRegistry
+        return tuple(sorted(AcceleratorRegistry.available_accelerators()))
+    from lightning.pytorch.strategies import StrategyRegistry
+    return tuple(StrategyRegistry.available_strategies())
+
+
+def _choice(value: Any, key: str, what: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        close = difflib.get_close_matches(str(value), options, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ValueError(f"{key}={value}: no such {what}; {hint}valid: {', '.join(options)}")
+
+
+def _devices(value: Any) -> None:
+    """Lightning's devices: auto, a count (-1: all), "0,1", or a list of device indices."""
+    text = value.strip() if isinstance(value, str) else None
+    ok = (text == "auto"
+          or (text is not None and text.lstrip("-").isdigit() and (int(text) >= 1 or int(text) == -1))
+          or (text is not None and "," in text and all(p.strip().isdigit() for p in text.split(",") if p.strip()))
+          or (isinstance(value, int) and not isinstance(value, bool) and (value >= 1 or value == -1))
+          or (isinstance(value, list) and value and len(set(value)) == len(value)
+              and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value)))
+    if not ok:
+        raise ValueError(f"trainer.devices={value!r}: must be auto, a device count (1, 2, ...; -1: all of them) "
+                         f"or a list of distinct device indices such as [0, 1]")
+
+
+def _accelerators_here() -> set[str]:
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    here = set()
+    for name, entry in AcceleratorRegistry.items():
+        try:
+            if entry["accelerator"].is_available():
+                here.add(name)
+        except Exception:  # noqa: BLE001 - a probe that fails means "not here"
+            pass
+    return here | {"cpu"}
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    """Whether a config value (int, float, bool, str, None, list, dict) is of a Trainer argument's type; a
+    class (an Accelerator, a timedelta) is nothing a config value can be."""
+    import collections.abc
+    import typing
+
+    if annotation is inspect.Parameter.empty or annotation is Any or isinstance(annotation, str):
+        return True
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union:
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (list, collections.abc.Iterable, collections.abc.Sequence):
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value) if args else isinstance(value, list)
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    return False
+
+
+def _describe(annotation: Any) -> str:
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union:
+        parts = [_describe(a) for a in args]
+        return " or ".join(dict.fromkeys(p for p in parts if p))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if annotation is type(None):
+        return "null"
+    if annotation in (bool, int, float, str):
+        return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}[annotation]
+    if origin in (list, dict):
+        return f"a {origin.__name__}"
+    return ""  # a class: nothing a config value can be
 
 
 # ------------------------------------------------------------------------------------- callbacks, loggers

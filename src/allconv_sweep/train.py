@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from allconv_sweep import config as config_mod
 from allconv_sweep import precision, runs
 from allconv_sweep.callbacks import DivergenceMonitor, Throughput
+from allconv_sweep.checkpoint_io import AtomicCheckpointIO
 from allconv_sweep.config import build
 from allconv_sweep.console import console, print_job, print_summary, quiet_lightning
 from allconv_sweep.data import datamodule_from
@@ -103,6 +104,25 @@ def _clear(output_dir: Path) -> None:
         shutil.rmtree(output_dir / name, ignore_errors=True)
 
 
+def _read_bytes(path: Path) -> Optional[bytes]:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _undo_failed_start(output_dir: Path, run_json_before: Optional[bytes]) -> None:
+    """A start that wrote run.json and then failed before training (missing data, a Trainer argument
+    Lightning refuses) leaves no run.json: a folder with one but neither a result (metrics.json) nor a
+    checkpoint to resume would look like a run. A folder with either is a run, and stays as it is."""
+    run_json = output_dir / runs.RUN_FILE
+    if _read_bytes(run_json) == run_json_before:  # this start did not get as far as writing it
+        return
+    if (output_dir / runs.METRICS_FILE).exists() or any((output_dir / "checkpoints").glob("*.ckpt")):
+        return
+    _clear(output_dir)  # what this start wrote (run.json, the loggers' folders); an older run was cleared already
+
+
 def _start(output_dir: Path, key: str, ident: dict, resuming: bool, overrides: list[str]) -> dict:
     """run.json: written when a run starts; a resume keeps its W&B run id (one W&B run per run folder)."""
     info = runs.read_run_info(output_dir) if resuming else None
@@ -123,8 +143,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     key = runs.result_key(ident)
     rank0 = rank_zero_only.rank == 0  # DDP: ranks > 0 (re-launched by Lightning) share rank 0's folder
     folder_lock = runs.lock(output_dir, "run") if rank0 else None
+    run_json = _read_bytes(output_dir / runs.RUN_FILE) if rank0 else None
     try:
         return _train(cfg, output_dir, ident, key, t_start, rank0)
+    except BaseException:
+        if rank0:
+            _undo_failed_start(output_dir, run_json)
+        raise
     finally:
         if folder_lock is not None:
             folder_lock.release()
@@ -173,6 +198,7 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
         console.print(f"trainer.precision=auto: {chosen.precision} ({chosen.reason})", soft_wrap=True)
     trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(output_dir),
                     enable_model_summary=False, num_sanity_val_steps=0, precision=chosen.precision,
+                    plugins=[AtomicCheckpointIO()],  # a full disk leaves no half checkpoint under its real name
                     # no validation split (data.val_size=0): no empty val loop, no warning about it
                     **({} if has_val else {"limit_val_batches": 0}))
     if str(trainer.precision) != _unified_precision(chosen.precision) and rank0:
@@ -182,6 +208,11 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
         # Lightning would re-run this whole command (-m included) once per extra rank: a sweep per rank
         raise UserError("trainer=ddp with several devices is for single runs: drop -m (one job per command), "
                         "or sweep with launcher=slurm, which starts every rank itself")
+    used_batch = _used_batch_size(cfg, datamodule, trainer.world_size)
+    if used_batch < int(cfg.data.batch_size) and rank0:
+        console.print(f"[yellow]data.batch_size={int(cfg.data.batch_size)}: the training split has only {used_batch} "
+                      f"images{' per process' if trainer.world_size > 1 else ''}, all of them in each step; "
+                      f"metrics.json records batch_size {used_batch}[/yellow]", soft_wrap=True)
     if hasattr(datamodule, "use_device"):  # the in-memory sets live on the device; ImageNet streams from workers
         datamodule.use_device(trainer.strategy.root_device)
 
@@ -303,6 +334,13 @@ def _best_checkpoint(checkpoint: Optional[ModelCheckpoint], trainer: L.Trainer, 
     return None if epoch == trainer.current_epoch - 1 else path
 
 
+def _used_batch_size(cfg: DictConfig, dm, world_size: int) -> int:
+    """data.batch_size, or the training images each process has when they are fewer: one batch is then
+    all of them, and that is the batch size the run used (and records)."""
+    asked, n = int(cfg.data.batch_size), dm.describe().get("train")
+    return min(asked, -(-n // max(1, world_size))) if n else asked
+
+
 def _err(acc: Optional[float]) -> Optional[float]:
     return None if acc is None else 1.0 - acc
 
@@ -326,7 +364,7 @@ def _record(*, cfg, model, output_dir, key, info, trainer, throughput, divergenc
         status=status, reason=reason, result_key=key,
         model=cfg.model.name, family=cfg.model.get("family"), variant=cfg.model.get("variant"),
         data=cfg.data.name, preprocess=cfg.preprocess.name, augment=cfg.augment.name,
-        lr=float(cfg.optimizer.lr), seed=int(cfg.seed), batch_size=int(cfg.data.batch_size),
+        lr=float(cfg.optimizer.lr), seed=int(cfg.seed), batch_size=_used_batch_size(cfg, dm, trainer.world_size),
         num_params=count_parameters(model.net),
         epochs_run=int(trainer.current_epoch), max_epochs=int(cfg.trainer.max_epochs),
         train_size=sizes.get("train"), val_size=sizes.get("val", 0), test_size=sizes.get("test"),

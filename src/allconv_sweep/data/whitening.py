@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from allconv_sweep.files import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 def global_contrast_normalize(x: torch.Tensor, scale: float = 55.0, min_divisor: float = 1e-8) -> torch.Tensor:
@@ -50,16 +53,35 @@ class ZCA:
             out[i:i + chunk] = (x[i:i + chunk] - self.mean) @ self.matrix
         return out.reshape(shape)
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, key: str | None = None) -> None:
+        """Whole or not at all under ``path`` (a concurrent job never reads half a file), mode 0o666 less
+        the umask; ``key``: the cache key it was fitted for, checked when loaded."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save({"mean": self.mean, "matrix": self.matrix}, tmp)
-        os.replace(tmp, path)  # atomic: a concurrent job never reads half a file
+        with atomic_write(path) as f:
+            torch.save({"mean": self.mean, "matrix": self.matrix, **({"key": key} if key else {})}, f)
 
     @classmethod
     def load(cls, path: Path) -> "ZCA":
         state = torch.load(path, map_location="cpu", weights_only=True)
+        return cls(state["mean"], state["matrix"])
+
+    @classmethod
+    def load_fitting(cls, path: Path, dim: int, key: str) -> "ZCA":
+        """The transform cached in ``path`` if it fits ``dim``-pixel images and was fitted for ``key``, else
+        ValueError saying what does not fit (a file of another set, version or tool is never applied)."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError(f"holds a {type(state).__name__}, not a dict")
+        if set(state) - {"key"} != {"mean", "matrix"}:
+            raise ValueError(f"keys {sorted(map(str, state))}, expected mean, matrix")
+        if state.get("key", key) != key:  # written before keys were stored: shape and dtype decide
+            raise ValueError(f"fitted for key {state['key']}, expected {key}")
+        for name, shape in (("matrix", (dim, dim)), ("mean", (dim,))):
+            t = state[name]
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or t.dtype != torch.float32:
+                what = (f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')}" if isinstance(t, torch.Tensor)
+                        else type(t).__name__)
+                raise ValueError(f"{name} is {what}, expected {shape} float32")
         return cls(state["mean"], state["matrix"])
 
 
@@ -79,14 +101,18 @@ def fit_zca_cached(x_train: torch.Tensor, filter_bias: float, cache_dir: str | P
     fingerprint = hashlib.sha256(x_train.contiguous().numpy()).hexdigest()[:16]
     key = cache_key(filter_bias=filter_bias, n=len(x_train), data=fingerprint, **key_parts)
     path = Path(cache_dir) / f"zca_{key_parts.get('dataset', 'data')}_{key}.pt"
+    misfit = None
     if path.exists():
         try:
-            return ZCA.load(path), True
-        except Exception:  # a broken cache file is refitted, never trusted
-            path.unlink(missing_ok=True)
+            return ZCA.load_fitting(path, x_train.shape[1], key), True
+        except Exception as e:  # noqa: BLE001 - a cache that does not fit is refitted, never trusted
+            misfit = " ".join(str(e).split())[:160] or type(e).__name__
     zca = ZCA.fit(x_train, filter_bias)
     try:
-        zca.save(path)
-    except OSError:
-        pass  # an unwritable cache only costs time
+        zca.save(path, key)
+        saved = "refitted and replaced"
+    except OSError as e:
+        saved = f"refitted; cannot replace it ({e.strerror})"  # an unwritable cache only costs time
+    if misfit is not None:
+        log.warning("ZCA cache %s does not fit (%s): %s", path, misfit, saved)
     return zca, False
