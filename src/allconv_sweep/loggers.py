@@ -13,11 +13,20 @@ class _AppendingWriter(ExperimentWriter):
     """Lightning's CSV writer deletes metrics.csv when its folder is not empty (every resume); this one
     appends to it, keeping its header (widened, as Lightning does, when new columns appear)."""
 
+    rows_written = 0  # data rows in metrics.csv: what a checkpoint records (resume.ExactResume)
+
     def _check_log_dir_exists(self) -> None:
         path = Path(self.metrics_file_path)
         if path.is_file():
             with open(path, newline="") as f:
-                self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
+                reader = csv.DictReader(f)
+                self.metrics_keys = list(reader.fieldnames or [])
+                self.rows_written = sum(1 for _ in reader)
+
+    def save(self) -> None:
+        n = len(self.metrics)
+        super().save()
+        self.rows_written += n
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -40,6 +49,34 @@ def truncate_csv(path: str | Path, keep_epochs_below: int) -> None:
     kept = [r for r in rows if not r.get("epoch") or int(float(r["epoch"])) < keep_epochs_below]
     if len(kept) == len(rows):
         return
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+    tmp.replace(path)
+
+
+def restore_csv(path: str | Path, rows: int, pending: dict | None = None) -> None:
+    """Keep the first ``rows`` data rows and append ``pending`` (a checkpoint's record: resume.repair_csv).
+    The header is rebuilt as Lightning builds it, the sorted keys of the rows kept: the writer reads it
+    afterwards and widens it as new keys are logged, as in a run never interrupted."""
+    path = Path(path)
+    if not path.is_file():
+        if not pending:
+            return
+        kept: list[dict] = []
+    else:
+        with open(path, newline="") as f:
+            kept = list(csv.DictReader(f))[:rows]
+    kept = [{k: v for k, v in r.items() if k is not None and v not in ("", None)} for r in kept]
+    if pending:
+        kept.append(dict(pending))
+    if not kept:  # nothing logged before the checkpoint: the writer starts the file, as in a first start
+        path.unlink(missing_ok=True)
+        return
+    fields = sorted(set().union(*kept))
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)

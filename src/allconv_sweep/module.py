@@ -127,6 +127,16 @@ class ImageClassifier(L.LightningModule):
             self.last_validation = (trainer.current_epoch, trainer.global_step,
                                     {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # a run resumed after its last epoch (killed in its final test) reuses it, as the uninterrupted
+        # run does, instead of validating again (another row in the CSV log)
+        checkpoint["last_validation"] = self.last_validation
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        last = checkpoint.get("last_validation")
+        if isinstance(last, (list, tuple)) and len(last) == 3:
+            self.last_validation = (int(last[0]), int(last[1]), {k: float(v) for k, v in dict(last[2]).items()})
+
     def test_step(self, batch, batch_idx):
         self._step(batch, self.test_prefix)
 

@@ -281,7 +281,8 @@ class RunRecord:
     val_acc_top5: Optional[float] = None
     test_acc_top5: Optional[float] = None
     val_live_fraction: Optional[float] = None  # validation images with any class score > 0, final model
-    wall_time_s: Optional[float] = None
+    wall_time_s: Optional[float] = None       # over all starts of a resumed run (to its checkpoint, or signal)
+    wall_time_this_start_s: Optional[float] = None  # the start that wrote this record
     train_images_per_s: Optional[float] = None
     world_size: Optional[int] = None          # batch_size is per device: global batch = batch_size x world_size
     resumed_from: Optional[str] = None

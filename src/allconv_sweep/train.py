@@ -24,9 +24,9 @@ from allconv_sweep.config import build
 from allconv_sweep.console import console, print_job, print_summary, quiet_lightning
 from allconv_sweep.data import datamodule_from
 from allconv_sweep.errors import RunInterrupted, UserError, lightning_handles_signals
-from allconv_sweep.loggers import truncate_csv
 from allconv_sweep.module import ImageClassifier
 from allconv_sweep.nets import count_parameters
+from allconv_sweep.resume import ExactResume, repair_csv
 from allconv_sweep.runs import RunRecord
 
 log = logging.getLogger(__name__)
@@ -188,11 +188,16 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
     if cfg.finetune_from:
         _finetune(model, cfg.finetune_from)
     callbacks = _callbacks(cfg, has_val)
+    # always on, not a config entry: the random streams, should_stop, the CSV rows and the time spent so far
+    # travel in every checkpoint (resume.py); an interrupted start's record counts its time up to the signal
+    prior = state.record.wall_time_s if resume_from is not None and state.record is not None else None
+    exact = ExactResume(t_start, prior_s=prior or 0.0)
+    callbacks.append(exact)
+    if resume_from is not None and rank0:  # the CSV as it stood at the checkpoint, before a logger reads it
+        repair_csv(output_dir / "csv" / "metrics.csv", resume_from)
     loggers = [build(node) for node in cfg.logger.values() if node is not None]
     for lg in loggers:  # the config once, flat (W&B's config, TensorBoard's hparams, the CSV's hparams.yaml)
         lg.log_hyperparams(_flat_config(resolved, info))
-    if resume_from is not None and rank0:  # rows of an epoch cut short by the kill: that epoch runs again
-        truncate_csv(output_dir / "csv" / "metrics.csv", _readable_checkpoint(resume_from) + 1)
     chosen = precision.resolve(str(cfg.trainer.precision), str(cfg.trainer.accelerator))
     if str(cfg.trainer.precision) == "auto" and rank0:
         console.print(f"trainer.precision=auto: {chosen.precision} ({chosen.reason})", soft_wrap=True)
@@ -221,7 +226,7 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
     best_checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
     ckpt_dir = output_dir / "checkpoints"
     record = dict(cfg=cfg, model=model, output_dir=output_dir, key=key, info=info, trainer=trainer,
-                  throughput=_find(callbacks, Throughput), divergence=divergence, dm=datamodule, t_start=t_start,
+                  throughput=_find(callbacks, Throughput), divergence=divergence, dm=datamodule, exact=exact,
                   resumed_from=None if resume_from is None else str(resume_from), overrides=overrides,
                   precision_reason=chosen.reason)
     status, reason = "ok", None
@@ -350,7 +355,7 @@ def _slurm_job_id() -> Optional[str]:
     return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
 
-def _record(*, cfg, model, output_dir, key, info, trainer, throughput, divergence, dm, t_start, resumed_from,
+def _record(*, cfg, model, output_dir, key, info, trainer, throughput, divergence, dm, exact, resumed_from,
             overrides, precision_reason, status, reason, final) -> dict[str, Any]:
     def f(name: str) -> Optional[float]:
         v = final.get(name)
@@ -372,7 +377,7 @@ def _record(*, cfg, model, output_dir, key, info, trainer, throughput, divergenc
         train_acc=train_acc, train_error=_err(train_acc), val_acc=val_acc, val_error=_err(val_acc),
         test_acc=test_acc, test_error=_err(test_acc), best_val_test_acc=best, best_val_test_error=_err(best),
         val_acc_top5=f("val/acc_top5"), test_acc_top5=f("test/acc_top5"), val_live_fraction=f("val/live_fraction"),
-        wall_time_s=time.perf_counter() - t_start,
+        **exact.wall_times(),  # over all starts (resumed: up to the checkpoint or signal), and this one's
         train_images_per_s=None if images_per_s is None else images_per_s * trainer.world_size,
         world_size=trainer.world_size, resumed_from=resumed_from, output_dir=str(output_dir), overrides=overrides,
         # what ran, which is not always what was asked: Lightning runs 16-mixed as bf16-mixed on a CPU

@@ -68,6 +68,10 @@ class ImageDataModule(L.LightningDataModule):
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.cache_hit: bool | None = None
         self.device = torch.device("cpu")
+        # The DataLoader's shuffling generator: it moves on every epoch (a permutation and a base seed per
+        # iterator), so a resumed run needs its position, not a fresh one (state_dict / load_state_dict).
+        self._train_generator: torch.Generator | None = None
+        self._train_generator_state: torch.Tensor | None = None
 
     def _subset_classes(self, raw: dict) -> dict:
         classes = self.cfg.get("classes")
@@ -147,12 +151,26 @@ class ImageDataModule(L.LightningDataModule):
             return TensorBatches(x, y, bs, shuffle=train, seed=self.seed)
         x, y = x.cpu(), y.cpu()
         g = torch.Generator().manual_seed(self.seed)
+        if train:
+            if self._train_generator_state is not None:  # resumed: where the checkpointed run left it
+                g.set_state(self._train_generator_state)
+                self._train_generator_state = None
+            self._train_generator = g
         return DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=train, generator=g if train else None,
                           num_workers=int(self.cfg.get("num_workers", 0)),
                           pin_memory=self.device.type == "cuda", persistent_workers=int(self.cfg.get("num_workers", 0)) > 0)
 
     def train_dataloader(self):
         return self._loader("train", True)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint (Lightning calls it). TensorBatches needs nothing: its order is a
+        function of (seed, epoch)."""
+        return {} if self._train_generator is None else {"train_generator": self._train_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning restores the data module before it asks for the train loader (_loader applies it)
+        self._train_generator_state = state_dict.get("train_generator")
 
     def val_dataloader(self):
         return self._loader("val", False) if len(self.splits["val"][1]) else []
