@@ -80,7 +80,9 @@ def _record_failure(cfg: DictConfig, exc: BaseException, before) -> None:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         select = lambda path: OmegaConf.select(cfg, path, default=None)  # noqa: E731
         record = runs.RunRecord(
-            status="failed", reason=f"{type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": "),
+            # a UserError's one line is the whole story; another exception is named by its type
+            status="failed", reason=(lines[-1] if lines else "") if isinstance(exc, UserError)
+            else f"{type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": "),
             result_key=key, model=select("model.name"), family=select("model.family"),
             variant=select("model.variant"), data=select("data.name"), preprocess=select("preprocess.name"),
             augment=select("augment.name"), lr=select("optimizer.lr"), seed=select("seed"),
