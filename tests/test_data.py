@@ -17,7 +17,7 @@ import torch
 
 from allconv_sweep.data.augment import flip_translate
 from allconv_sweep.data.cifar import ensure_cifar, read_cifar
-from allconv_sweep.data import datamodule_from
+from allconv_sweep.training.components import datamodule_from
 from allconv_sweep.data.datamodule import CifarDataModule, FakeDataModule, stratified_split
 from allconv_sweep.data import whitening
 from allconv_sweep.data.whitening import ZCA, fit_zca_cached, global_contrast_normalize

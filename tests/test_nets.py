@@ -11,7 +11,7 @@ from torch import nn
 
 from allconv_sweep.config import compose
 from hydra.utils import instantiate
-from allconv_sweep.nets import build_network, count_parameters, feature_size_before_pool
+from allconv_sweep.model.nets import build_network, count_parameters, feature_size_before_pool
 from allconv_sweep.errors import UserError
 from omegaconf import OmegaConf
 

@@ -61,14 +61,9 @@ def print_config_tree(cfg: DictConfig) -> None:
     console.print(config_tree(cfg))
 
 
-def print_job(cfg: DictConfig, overrides: list[str]) -> None:
-    """A single run: the config tree. A sweep's job: one line (the sweep printed the tree once), with its
-    place in the sweep and, from the second job on, an estimate of when the sweep ends."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        job = HydraConfig.get().job.num if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN" else None
-    except Exception:  # noqa: BLE001 - no Hydra (tests, notebooks)
-        job = None
+def print_job(cfg: DictConfig, overrides: list[str], job: int | None = None) -> None:
+    """A single run (job None): the config tree. A sweep's job (its number): one line (the sweep printed the
+    tree once), with its place in the sweep and, from the second job on, an estimate of when the sweep ends."""
     if job is None:
         print_config_tree(cfg)
         return

@@ -30,11 +30,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
 
     from allconv_sweep import runs
-    from allconv_sweep.config import device_from
+    from allconv_sweep.inspection.device import device_from
     from allconv_sweep.console import console
-    from allconv_sweep.data import datamodule_from
-    from allconv_sweep.module import load_checkpoint
-    from allconv_sweep.precision import resolve
+    from allconv_sweep.training.components import datamodule_from
+    from allconv_sweep.model.module import load_checkpoint
+    from allconv_sweep.training.precision import resolve
 
     t0 = time.perf_counter()
     device = device_from(str(cfg.device))  # a bad device= fails before the checkpoint and the data load

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from allconv_sweep.attribution import RULES, activation_layer, evaluating, forward_to, layer_names, reconstruct
-from allconv_sweep.config import config_dir, device_from
+from allconv_sweep.inspection.attribution import RULES, activation_layer, evaluating, forward_to, layer_names, reconstruct
+from allconv_sweep.config import config_dir
+from allconv_sweep.inspection.device import device_from
 from allconv_sweep.errors import UserError
 from allconv_sweep.runs import ensure_writable
 
@@ -111,7 +112,7 @@ class Images:
 def load_images(run_cfg: dict, opts: Options, n: int | None) -> Images:
     """``n`` images of ``opts.split`` (all when None) preprocessed exactly as in training, plus their
     pixels as stored, for display."""
-    from allconv_sweep.data import datamodule_from
+    from allconv_sweep.training.components import datamodule_from
 
     data = dict(run_cfg["data"])
     if opts.data_root is not None:
@@ -307,7 +308,7 @@ def _scan(net: nn.Sequential, x: torch.Tensor, layer: str, units: list[int], dev
 
 
 def figures_units(net, model_name: str, imgs: Images, opts: Options) -> list[Written]:
-    from allconv_sweep.nets import receptive_fields
+    from allconv_sweep.model.nets import receptive_fields
 
     layer = opts.layer or default_layer(net, "units")
     check_layer(net, layer, layer_names(net), model_name)
@@ -376,7 +377,7 @@ def figures_class(net, model_name: str, imgs: Images, opts: Options) -> list[Wri
 
 def figures_filters(net, model_name: str, image_shape: tuple[int, ...],
                     opts: Options) -> tuple[list[Written], list[str]]:
-    from allconv_sweep.nets import receptive_fields
+    from allconv_sweep.model.nets import receptive_fields
 
     children = list(net.named_children())
     convs = [n for n, m in children if isinstance(m, nn.Conv2d)]
@@ -469,7 +470,7 @@ def write_index(opts: Options, run_cfg: dict, figs: list[Written], notes: list[s
 def visualize(cfg: DictConfig | dict) -> list[Path]:
     """Write the figures ``cfg`` asks for and their index.md; return the paths (PNGs, then index.md)."""
     opts = options(cfg)
-    from allconv_sweep.module import load_checkpoint  # lightning: imported only when there is a file to read
+    from allconv_sweep.model.module import load_checkpoint  # lightning: imported only when there is a file to read
 
     model = load_checkpoint(opts.ckpt)
     run_cfg = model.hparams["cfg"]

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from allconv_sweep import runs
+from allconv_sweep.runs.collect import collect
 from allconv_sweep.errors import UserError, command
-from allconv_sweep.figures import FIGURES
+from allconv_sweep.results.figures import FIGURES
 
 WORKSPACE_JSON, REPORT_JSON = "wandb_workspace.json", "wandb_report.json"
 FIGURE_KEYS = FIGURES
@@ -42,8 +43,8 @@ PARALLEL = [("config", "model.family"), ("config", "model.variant"), ("config", 
 
 def wandb_settings(sweep_dir: Path, rows: list) -> Optional[dict[str, Any]]:
     """{project, entity, group, mode} of the sweep's W&B runs (from a job's config), or None without W&B."""
-    from allconv_sweep.records import config_values  # a job's config: its values read as data
-    from allconv_sweep.wandb_utils import group_for
+    from allconv_sweep.config.records import config_values  # a job's config: its values read as data
+    from allconv_sweep.training.wandb_run import group_for
 
     for r in rows:
         if not r.wandb_run_id:
@@ -91,7 +92,7 @@ def spec(sweep_dir: Path, settings: dict, entity: Optional[str]) -> dict[str, An
 
 def _table3_markdown(sweep_dir: Path) -> str:
     """The Table 3 section of results.md (the report wrote it), for the W&B Report."""
-    from allconv_sweep.report import RESULTS_MD
+    from allconv_sweep.results.tables import RESULTS_MD
 
     md = (sweep_dir / RESULTS_MD).read_text() if (sweep_dir / RESULTS_MD).is_file() else ""
     sections = md.split("\n### ")
@@ -141,10 +142,10 @@ def build_report(r: dict):
 
 def dashboard(sweep_dir: str | Path, echo: bool = True) -> dict[str, Any]:
     """Save the workspace and the report (with credentials), else write their specs; returns what it did."""
-    from allconv_sweep.wandb_utils import has_credentials, resolve_mode
+    from allconv_sweep.training.wandb_run import has_credentials, resolve_mode
 
     sweep_dir = Path(sweep_dir).resolve()
-    rows = runs.collect(sweep_dir)
+    rows = collect(sweep_dir)
     settings = wandb_settings(sweep_dir, rows)
     if settings is None:
         raise UserError(f"{sweep_dir}: none of its jobs logged to W&B (run the sweep with logger=wandb)")
@@ -193,13 +194,13 @@ def log_report(sweep_dir: Path, result: dict[str, Any]) -> None:
 
 
 def _mode(settings: dict) -> str:
-    from allconv_sweep.wandb_utils import resolve_mode
+    from allconv_sweep.training.wandb_run import resolve_mode
     return resolve_mode(settings.get("mode"))
 
 
 def table3_rows(choices: list) -> tuple[list[str], list[list[Any]]]:
     """The comparison as rows: network, data, lr, protocol, seeds, ours (mean, std), paper, difference, params."""
-    from allconv_sweep.report import display_name, paper_value
+    from allconv_sweep.results.paper import display_name, paper_value
 
     columns = ["network", "data", "augment", "setting", "lr", "protocol", "seeds", "test_error_pct",
                "test_error_std_pct", "paper_test_error_pct", "ours_minus_paper", "num_params"]

@@ -94,7 +94,7 @@ def _epoch_log(run_dir: Path, epochs_run: int) -> dict[str, dict[int, float]]:
 
 
 def collect(sweep_dir: str | Path) -> list[Run]:
-    from allconv_sweep.records import config_values  # a job's config: its values read as data
+    from allconv_sweep.config.records import config_values  # a job's config: its values read as data
 
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -248,7 +248,7 @@ class StabilityReport(Callback):  # type: ignore[misc]
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         from omegaconf import OmegaConf
 
-        from allconv_sweep.report import ReportCallback
+        from allconv_sweep.results.report import ReportCallback
 
         if OmegaConf.select(config, "sweep.dry_run", default=False):
             return

@@ -25,9 +25,13 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from allconv_sweep import config as config_mod
-from allconv_sweep import records, runs
+from allconv_sweep import runs
+from allconv_sweep.config import records
 from allconv_sweep.errors import UserError
-from allconv_sweep.runs import RunRecord, RunState, override_key
+from allconv_sweep.config.identity import override_key, result_key
+from allconv_sweep.runs import RunRecord, RunState
+from allconv_sweep.runs.choose import choose
+from allconv_sweep.runs.collect import collect
 
 STATE_TEXT = {"done": "done, skip", "resume": "resume from last.ckpt", "rerun": "run again", "new": "run",
               "mismatch": "ANOTHER CONFIG: refused"}
@@ -149,7 +153,7 @@ def plan(master: DictConfig, config_loader: Any, job_overrides: Sequence[Sequenc
         seen[job_dir] = overrides
         ident = config_mod.validate(cfg)
         check_ddp(cfg, kind)
-        key = runs.result_key(ident)
+        key = result_key(ident)
         planned = RunRecord(
             status="missing", result_key=key, overrides=[o for o in overrides if not o.startswith("hydra.")],
             **{k: OmegaConf.select(cfg, path, default=None) for k, path in (
@@ -226,8 +230,8 @@ def seed_jobs(master: DictConfig, arguments: Sequence[str]) -> list[list[str]]:
                         f"e.g. sweep.from=outputs/sweeps/pooling_ablation")
     # choose among the lr-selection runs only: with final runs (data.val_size=0) in the same folder, choose()
     # reports a network by them, and a re-run would have dropped that network
-    selection = [r for r in runs.collect(source_dir) if r.val_size != 0]
-    choices = [c for c in runs.choose(selection) if c.rows]
+    selection = [r for r in collect(source_dir) if r.val_size != 0]
+    choices = [c for c in choose(selection) if c.rows]
     if not choices:
         raise UserError(f"sweep.from={source}: no finished (ok or diverged) lr-selection job there to start from")
     extra = [a for a in arguments if override_key(a) != "sweep" and not override_key(a).startswith("sweep.")]
@@ -251,7 +255,7 @@ def seed_jobs(master: DictConfig, arguments: Sequence[str]) -> list[list[str]]:
 
 
 def _overrides_source(job_dir: Path, sweep_dir: Path) -> Path:
-    """The file a job's recorded overrides came from (runs.collect reads them in this order)."""
+    """The file a job's recorded overrides came from (runs.collect.collect reads them in this order)."""
     for path in (job_dir / runs.METRICS_FILE, sweep_dir / runs.MANIFEST, job_dir / ".hydra" / "overrides.yaml"):
         if path.is_file():
             return path

@@ -17,17 +17,20 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from allconv_sweep import config as config_mod
-from allconv_sweep import precision, runs
-from allconv_sweep.callbacks import DivergenceMonitor, Throughput
-from allconv_sweep.checkpoint_io import AtomicCheckpointIO
-from allconv_sweep.config import build
+from allconv_sweep import runs
+from allconv_sweep.training import precision
+from allconv_sweep.training.callbacks import DivergenceMonitor, Throughput
+from allconv_sweep.training.checkpoint_io import AtomicCheckpointIO
+from allconv_sweep.config import build, runtime
 from allconv_sweep.console import console, print_job, print_summary, quiet_lightning
-from allconv_sweep.data import datamodule_from
-from allconv_sweep.errors import RunInterrupted, UserError, lightning_handles_signals
-from allconv_sweep.module import ImageClassifier
-from allconv_sweep.nets import count_parameters
-from allconv_sweep.resume import ExactResume, repair_csv
+from allconv_sweep.training.components import datamodule_from
+from allconv_sweep.errors import RunInterrupted, UserError
+from allconv_sweep.interrupts import lightning_handles_signals
+from allconv_sweep.model.module import ImageClassifier
+from allconv_sweep.model.nets import count_parameters
+from allconv_sweep.training.resume import ExactResume, repair_csv
 from allconv_sweep.runs import RunRecord
+from allconv_sweep.config.identity import result_key
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +143,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     t_start = time.perf_counter()
     ident = config_mod.validate(cfg)
     output_dir = runs.ensure_writable(Path(cfg.paths.output_dir).resolve())
-    key = runs.result_key(ident)
+    key = result_key(ident)
     rank0 = rank_zero_only.rank == 0  # DDP: ranks > 0 (re-launched by Lightning) share rank 0's folder
     folder_lock = runs.lock(output_dir, "run") if rank0 else None
     run_json = _read_bytes(output_dir / runs.RUN_FILE) if rank0 else None
@@ -169,10 +172,10 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
             _clear(output_dir)
         if note:
             console.print(f"[yellow]{note}[/yellow]")
-    overrides = _overrides()
+    overrides = runtime.job_overrides()
     info = _start(output_dir, key, ident, resume_from is not None, overrides) if rank0 else {}
     if cfg.print_config and rank0:
-        print_job(cfg, overrides)
+        print_job(cfg, overrides, runtime.job_number())
     resolved = config_mod.to_container(cfg)
 
     # The components the config names, top to bottom: data, network, optimizer and schedule (bound to the
@@ -209,7 +212,7 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
     if str(trainer.precision) != _unified_precision(chosen.precision) and rank0:
         console.print(f"[yellow]trainer.precision={chosen.precision} runs as {trainer.precision} on "
                       f"{trainer.strategy.root_device.type}[/yellow] (Lightning's choice); metrics.json records both")
-    if trainer.world_size > 1 and _in_multirun() and not trainer.strategy.cluster_environment.creates_processes_externally:
+    if trainer.world_size > 1 and runtime.in_multirun() and not trainer.strategy.cluster_environment.creates_processes_externally:
         # Lightning would re-run this whole command (-m included) once per extra rank: a sweep per rank
         raise UserError("trainer=ddp with several devices is for single runs: drop -m (one job per command), "
                         "or sweep with launcher=slurm, which starts every rank itself")
@@ -295,7 +298,7 @@ def _find(callbacks: list, kind: type):
 def _flat_config(resolved: dict, info: dict) -> dict[str, Any]:
     """The resolved config as flat dotted keys (the layer list is the model's name), plus the run's result
     key and its overrides: what a tracker's runs table compares."""
-    from allconv_sweep.wandb_utils import flatten
+    from allconv_sweep.training.wandb_run import flatten
 
     container = {k: v for k, v in resolved.items() if k != "hydra"}
     container["model"] = {k: v for k, v in container["model"].items() if k != "layers"}
@@ -393,23 +396,6 @@ def _record(*, cfg, model, output_dir, key, info, trainer, throughput, divergenc
     return record.to_dict()
 
 
-def _in_multirun() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    except Exception:  # noqa: BLE001 - no Hydra (tests, notebooks)
-        return False
-
-
-def _overrides() -> list[str]:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        return list(HydraConfig.get().overrides.task)
-    except Exception:  # noqa: BLE001 - called without Hydra (tests, notebooks)
-        return []
-
-
 def _is_wandb(logger) -> bool:
     return logger.__class__.__name__ == "WandbLogger"
 
@@ -419,7 +405,7 @@ def _finish_loggers(trainer, metrics: dict) -> None:
     by SLURM's SIGTERM, say) is logged, never raised: it must not replace how the run ended."""
     for lg in trainer.loggers:
         if _is_wandb(lg):
-            from allconv_sweep.wandb_utils import finish_wandb
+            from allconv_sweep.training.wandb_run import finish_wandb
             try:
                 finish_wandb(lg, metrics)
             except Exception as e:  # noqa: BLE001 - see above
