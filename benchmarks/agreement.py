@@ -56,8 +56,8 @@ from rich.table import Table  # noqa: E402
 
 from allconv_sweep.config import compose  # noqa: E402
 from allconv_sweep.console import console  # noqa: E402
-from allconv_sweep.training.precision import read_cpu  # noqa: E402
 from allconv_sweep.runs import versions  # noqa: E402
+from allconv_sweep.training.precision import read_cpu  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "fp32": ["trainer.precision=32-true"],
@@ -201,8 +201,8 @@ def logits_under(model, x: torch.Tensor, variant: str, device: torch.device, bat
 
 def eval_check(ckpt: Path, variants: list[str], data_root: str | None, device: torch.device,
                batch: int) -> dict[str, Any]:
-    from allconv_sweep.training.components import datamodule_from
     from allconv_sweep.model.module import load_checkpoint
+    from allconv_sweep.training.components import datamodule_from
 
     model = load_checkpoint(str(ckpt))
     cfg = dict(model.config)

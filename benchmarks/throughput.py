@@ -56,16 +56,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # runnable from a checkout without the editable install
     sys.path.insert(0, str(ROOT / "src"))
 
-from allconv_sweep.training import callbacks as callbacks_mod
-from allconv_sweep.training import train as train_mod
-from allconv_sweep.training.callbacks import Throughput  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+
 from allconv_sweep.config import compose, to_container  # noqa: E402
 from allconv_sweep.console import console  # noqa: E402
 from allconv_sweep.data.augment import flip_translate  # noqa: E402
 from allconv_sweep.data.loader import TensorBatches  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from allconv_sweep.training.precision import REPORTED_FLAGS, read_cpu  # noqa: E402
 from allconv_sweep.runs import versions  # noqa: E402
+from allconv_sweep.training import callbacks as callbacks_mod  # noqa: E402
+from allconv_sweep.training import train as train_mod  # noqa: E402
+from allconv_sweep.training.callbacks import Throughput  # noqa: E402
+from allconv_sweep.training.precision import REPORTED_FLAGS, read_cpu  # noqa: E402
 
 PRECISIONS = {"32-true": "fp32", "bf16-mixed": "bf16"}
 MAX_SHIFT = 5

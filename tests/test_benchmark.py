@@ -78,8 +78,9 @@ def analytic_train_flops(net: torch.nn.Module) -> float:
 
 @pytest.mark.parametrize("model", ["all_cnn_c", "model_c"])
 def test_flop_count_matches_the_convolutions(bench, tmp_path, model):
-    from allconv_sweep.config import to_container
     from hydra.utils import instantiate
+
+    from allconv_sweep.config import to_container
 
     cfg = to_container(bench.composed([f"model={model}", "data=fake"], str(tmp_path)))
     counted = bench.train_flops_per_image(cfg)

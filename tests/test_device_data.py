@@ -20,13 +20,12 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-
-from conftest import assert_close_to_scale
 from torch.utils.data import DataLoader
 
 from allconv_sweep.data.augment import flip_translate
 from allconv_sweep.data.datamodule import FakeDataModule, ImageDataModule
 from allconv_sweep.data.loader import TensorBatches
+from conftest import assert_close_to_scale
 
 S = 5          # max shift
 H = W = 12     # small coded images: the centre pixel (6, 6) survives every shift of up to 5

@@ -10,7 +10,6 @@ import pytest
 
 from allconv_sweep.results import dashboard
 from allconv_sweep.results.report import write_report
-
 from test_report import NETWORKS, job
 
 LRS = (0.25, 0.1, 0.05, 0.01)

@@ -13,8 +13,8 @@ import torch
 from hydra.utils import instantiate
 
 from allconv_sweep.cli import check_overrides
-from allconv_sweep.config.files import group_options
 from allconv_sweep.config import compose, validate
+from allconv_sweep.config.files import group_options
 from allconv_sweep.errors import UserError
 from allconv_sweep.model.nets import count_parameters
 

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 
 from allconv_sweep import config as config_mod
 from allconv_sweep.config import compose
-from allconv_sweep.training.components import datamodule_from
 from allconv_sweep.data.imagenet import ImageNetDataModule
 from allconv_sweep.errors import UserError
-from hydra.utils import instantiate
 from allconv_sweep.model.nets import count_parameters, feature_size_before_pool
+from allconv_sweep.training.components import datamodule_from
 
 PAPER_PARAMS = 9_372_840  # conf/model/all_cnn_imagenet.yaml lists it per layer
 CLASSES = [f"n{i:08d}" for i in range(6)]  # wnid-like names; 6 > 5 so top-5 accuracy is logged

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from allconv_sweep.training.train import train
-
 from conftest import shared_cifar
 
 pytestmark = pytest.mark.slow

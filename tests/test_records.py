@@ -19,7 +19,6 @@ import torch
 
 from allconv_sweep.config import config_dir
 from allconv_sweep.errors import UserError
-
 from conftest import job_dirs, make_cfg, multirun
 
 REFUSED = "refused: checkpoints and run folders are read as data, never run"
@@ -227,8 +226,8 @@ def test_recorded_overrides_are_checked_one_by_one():
 def test_a_run_folders_config_values_are_read_as_data(tmp_path, monkeypatch):
     """report, stability and the dashboard read values of .hydra/config.yaml: literals and references to
     other keys of the same file; nothing that needs a resolver (an env variable, Hydra's runtime)."""
-    from allconv_sweep.results.dashboard import wandb_settings
     from allconv_sweep.config.records import config_values
+    from allconv_sweep.results.dashboard import wandb_settings
 
     monkeypatch.setenv("SOME_SECRET", "s3cret")
     job = tmp_path / "sweep" / "job"

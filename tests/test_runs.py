@@ -20,14 +20,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from allconv_sweep import runs
 from allconv_sweep.config import compose
-from allconv_sweep.errors import UserError
 from allconv_sweep.config import files as config_files
 from allconv_sweep.config import identity as identity_mod
 from allconv_sweep.config.identity import identity, result_key
-from allconv_sweep.runs.collect import collect
+from allconv_sweep.errors import UserError
 from allconv_sweep.runs import RunRecord, run_state
+from allconv_sweep.runs.collect import collect
 from allconv_sweep.training.train import train
-
 from conftest import job_dirs, metrics, multirun
 
 # The reviewed list: a key added to runs.NEUTRAL_KEYS must be one that cannot change a result, and this

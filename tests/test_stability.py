@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from allconv_sweep.results import stability
 from allconv_sweep.config import compose
+from allconv_sweep.results import stability
 
 
 def _run(sweep: Path, init: str, batch: int, lr: float, seed: int, live: list[float], loss: list[float],

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from allconv_sweep.config import compose
-
 from conftest import job_dirs, metrics, multirun
 
 ONE_LR = "hydra.sweeper.params={optimizer.lr: 0.1}"  # the lr grid cut to one job

@@ -20,7 +20,6 @@ import pytest
 from allconv_sweep.config import compose
 from allconv_sweep.errors import UserError
 from allconv_sweep.sweep.gpu_lease import Slot, plan_slots
-
 from conftest import job_dirs, metrics, multirun, wandb_config, wandb_run_records, wandb_summary
 
 LRS = (0.25, 0.1, 0.05, 0.01)
@@ -194,8 +193,8 @@ def test_a_plain_multirun_is_one_wandb_group_named_by_its_folder(tmp_path, monke
         groups.add(run.run_group)
         assert run.display_name == f"model_a-fake-lr{metrics(job)['lr']}-s0"  # tracking.run_name's default
     assert groups == {"2026-12-01_10-11-12"}
-    from allconv_sweep.runs import collect as collect_mod
     from allconv_sweep.results import dashboard
+    from allconv_sweep.runs import collect as collect_mod
     assert dashboard.wandb_settings(sweep_dir, collect_mod.collect(sweep_dir))["group"] == "2026-12-01_10-11-12"  # the same
 
 

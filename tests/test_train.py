@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from allconv_sweep.errors import UserError
+from allconv_sweep.model.schedule import scaled_milestones
 from allconv_sweep.runs import read_record
 from allconv_sweep.training.train import train
-from allconv_sweep.model.schedule import scaled_milestones
 
 KEYS = {"status", "model", "data", "preprocess", "augment", "lr", "seed", "batch_size", "num_params", "epochs_run",
         "train_acc", "train_error", "val_acc", "val_error", "test_acc", "test_error", "best_val_test_error",
@@ -266,11 +266,11 @@ def test_finetune_loads_every_layer_but_the_class_conv(cfg_factory):
     ckpt = Path(src["output_dir"]) / "checkpoints" / "last.ckpt"
     cfg = cfg_factory(["model=model_a", "data.classes=[1,4,7]", "data.num_classes=3", f"finetune_from={ckpt}", "data.train_size=240",
                        "trainer.max_epochs=1"], sub="dst")
+    from hydra.utils import instantiate
+
     from allconv_sweep.config import to_container
     from allconv_sweep.model.module import ImageClassifier
     from allconv_sweep.training.train import _finetune
-
-    from hydra.utils import instantiate
 
     resolved = to_container(cfg)
     model = ImageClassifier(instantiate(resolved["model"]), 3, config=resolved)

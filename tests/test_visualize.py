@@ -11,19 +11,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 from torch import nn
 
-from allconv_sweep.inspection import attribution
-from allconv_sweep.inspection.attribution import RULES, activation_layer, forward_to, reconstruct, relu_rule
 from allconv_sweep.config import compose, config_dir
 from allconv_sweep.errors import UserError
-from hydra.utils import instantiate
-from allconv_sweep.inspection.visualize import (GAP_PX, HEADER_PX, LABEL_PX, _blank_for, crop_box, default_layer,
-                                     visualize)
+from allconv_sweep.inspection import attribution
+from allconv_sweep.inspection.attribution import RULES, activation_layer, forward_to, reconstruct, relu_rule
+from allconv_sweep.inspection.visualize import (
+    GAP_PX,
+    HEADER_PX,
+    LABEL_PX,
+    _blank_for,
+    crop_box,
+    default_layer,
+    visualize,
+)
 from conftest import make_cfg
-
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -58,7 +64,8 @@ def net_for(*overrides: str, seed: int = 0) -> nn.Sequential:
 
 def viz_cfg(out: Path, ckpt: Path | str, *overrides: str):
     """conf/visualize.yaml composed as the command line would, writing to ``out``."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()

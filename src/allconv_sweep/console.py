@@ -18,9 +18,8 @@ def quiet_lightning(level: int | None = None) -> None:
     """Lightning's advice lines that do not apply here, printed once (not again through Hydra's root
     handler); level: also hide Lightning's info lines (the evaluate and visualize commands)."""
     import logging
-    import warnings
-
     import os
+    import warnings
 
     messages = [".*does not have many workers.*", ".*is a sized iterable.*", ".*The number of training batches.*",
                 ".*treespec, LeafSpec.*"]

@@ -16,7 +16,8 @@ from allconv_sweep.errors import UserError
 
 def compose(overrides: list[str] | None = None, return_hydra_config: bool = False) -> DictConfig:
     """The same config `python -m allconv_sweep <overrides>` would get (tests, notebooks, tools)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     register()

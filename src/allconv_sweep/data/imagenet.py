@@ -21,7 +21,6 @@ from torchvision.transforms import v2
 from allconv_sweep.errors import UserError
 
 
-
 def _class_folders(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 

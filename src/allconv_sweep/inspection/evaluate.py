@@ -30,10 +30,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
 
     from allconv_sweep import runs
-    from allconv_sweep.inspection.device import device_from
     from allconv_sweep.console import console
-    from allconv_sweep.training.components import datamodule_from
+    from allconv_sweep.inspection.device import device_from
     from allconv_sweep.model.module import load_checkpoint
+    from allconv_sweep.training.components import datamodule_from
     from allconv_sweep.training.precision import resolve
 
     t0 = time.perf_counter()

@@ -29,10 +29,17 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from allconv_sweep.inspection.attribution import RULES, activation_layer, evaluating, forward_to, layer_names, reconstruct
 from allconv_sweep.config import config_dir
-from allconv_sweep.inspection.device import device_from
 from allconv_sweep.errors import UserError
+from allconv_sweep.inspection.attribution import (
+    RULES,
+    activation_layer,
+    evaluating,
+    forward_to,
+    layer_names,
+    reconstruct,
+)
+from allconv_sweep.inspection.device import device_from
 from allconv_sweep.runs import ensure_writable
 
 TARGETS = ("units", "class", "filters")

@@ -157,8 +157,8 @@ def load_checkpoint(ckpt: str | Path, map_location: str | torch.device = "cpu") 
     the model's config (model.config) is that rebuilt run config. One-line UserError for a missing file,
     one that is not such a checkpoint, or a stored config that names anything else to build."""
     from allconv_sweep.config import build, to_container
-    from allconv_sweep.errors import UserError
     from allconv_sweep.config.records import run_config_from_record
+    from allconv_sweep.errors import UserError
 
     path = Path(ckpt).expanduser()
     valid = "a last.ckpt or best.ckpt written by python -m allconv_sweep (<run>/checkpoints/)"

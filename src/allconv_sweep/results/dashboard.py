@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from allconv_sweep import runs
-from allconv_sweep.runs.collect import collect
 from allconv_sweep.errors import UserError, command
 from allconv_sweep.results.figures import FIGURES
+from allconv_sweep.runs.collect import collect
 
 WORKSPACE_JSON, REPORT_JSON = "wandb_workspace.json", "wandb_report.json"
 FIGURE_KEYS = FIGURES

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import textwrap
-
 from pathlib import Path
 from typing import Any, Optional
 

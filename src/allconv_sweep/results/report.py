@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from allconv_sweep.errors import command
+from allconv_sweep.results.tables import RESULTS_CSV, RESULTS_MD, RESULTS_PNG, _choice_order, render_md, write_csv
 from allconv_sweep.runs import METRICS_FILE
 from allconv_sweep.runs import REPORT_STATUSES as STATUSES
-from allconv_sweep.results.tables import RESULTS_CSV, RESULTS_MD, RESULTS_PNG, _choice_order, render_md, write_csv
 from allconv_sweep.runs.choose import choose
 from allconv_sweep.runs.collect import collect
 

@@ -9,8 +9,16 @@ from pathlib import Path
 from typing import Optional
 
 from allconv_sweep.results.figures import data_title
-from allconv_sweep.results.paper import (FAMILIES, PAPER, PAPER_EPOCHS, PAPER_PARAMS, PAPER_TABLE3, VARIANTS, display_name,
-                                         paper_value)
+from allconv_sweep.results.paper import (
+    FAMILIES,
+    PAPER,
+    PAPER_EPOCHS,
+    PAPER_PARAMS,
+    PAPER_TABLE3,
+    VARIANTS,
+    display_name,
+    paper_value,
+)
 from allconv_sweep.runs import REPORT_STATUSES as STATUSES
 from allconv_sweep.runs import read_manifest
 from allconv_sweep.runs.choose import Choice

@@ -4,9 +4,21 @@ result key) is the config's fact: allconv_sweep.config.identity."""
 
 from allconv_sweep.runs.files import Unreadable, ensure_writable, read_json, write_json
 from allconv_sweep.runs.manifest import read_manifest, write_manifest
-from allconv_sweep.runs.record import (FINISHED, LOCK_FILE, MANIFEST, METRICS_FILE, REPORT_STATUSES, RUN_FILE,
-                                       STATUSES, RunRecord, git_commit, read_record, read_run_info, versions,
-                                       write_record)
+from allconv_sweep.runs.record import (
+                                       FINISHED,
+                                       LOCK_FILE,
+                                       MANIFEST,
+                                       METRICS_FILE,
+                                       REPORT_STATUSES,
+                                       RUN_FILE,
+                                       STATUSES,
+                                       RunRecord,
+                                       git_commit,
+                                       read_record,
+                                       read_run_info,
+                                       versions,
+                                       write_record,
+)
 from allconv_sweep.runs.state import RunState, lock, run_state
 
 __all__ = ["FINISHED", "LOCK_FILE", "MANIFEST", "METRICS_FILE", "REPORT_STATUSES", "RUN_FILE", "STATUSES",

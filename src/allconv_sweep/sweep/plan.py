@@ -27,8 +27,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from allconv_sweep import config as config_mod
 from allconv_sweep import runs
 from allconv_sweep.config import records
-from allconv_sweep.errors import UserError
 from allconv_sweep.config.identity import override_key, result_key
+from allconv_sweep.errors import UserError
 from allconv_sweep.runs import RunRecord, RunState
 from allconv_sweep.runs.choose import choose
 from allconv_sweep.runs.collect import collect

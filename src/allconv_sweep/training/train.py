@@ -18,19 +18,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from allconv_sweep import config as config_mod
 from allconv_sweep import runs
-from allconv_sweep.training import precision
-from allconv_sweep.training.callbacks import DivergenceMonitor, Throughput
-from allconv_sweep.training.checkpoint_io import AtomicCheckpointIO
 from allconv_sweep.config import build, runtime
+from allconv_sweep.config.identity import result_key
 from allconv_sweep.console import console, print_job, print_summary, quiet_lightning
-from allconv_sweep.training.components import datamodule_from
 from allconv_sweep.errors import RunInterrupted, UserError
 from allconv_sweep.interrupts import lightning_handles_signals
 from allconv_sweep.model.module import ImageClassifier
 from allconv_sweep.model.nets import count_parameters
-from allconv_sweep.training.resume import ExactResume, repair_csv
 from allconv_sweep.runs import RunRecord
-from allconv_sweep.config.identity import result_key
+from allconv_sweep.training import precision
+from allconv_sweep.training.callbacks import DivergenceMonitor, Throughput
+from allconv_sweep.training.checkpoint_io import AtomicCheckpointIO
+from allconv_sweep.training.components import datamodule_from
+from allconv_sweep.training.resume import ExactResume, repair_csv
 
 log = logging.getLogger(__name__)
 

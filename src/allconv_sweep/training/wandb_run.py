@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 from typing import Optional
 
-
 # metrics.json fields copied into the W&B summary under the same names (what a runs table compares)
 SUMMARY_KEYS = ("status", "reason", "result_key", "train_error", "val_error", "test_error", "test_acc",
                 "best_val_test_error", "best_val_test_acc", "test_acc_top5", "val_live_fraction", "epochs_run",

@@ -12,9 +12,10 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
 from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
-from omegaconf import DictConfig
 
 
 @dataclass

@@ -57,8 +57,8 @@ class PaperSweeper(BasicSweeper):
             _exit_user_error(err)
 
     def sweep(self, arguments: List[str]) -> Any:
-        from allconv_sweep.sweep import plan as plan_mod
         from allconv_sweep.errors import UserError
+        from allconv_sweep.sweep import plan as plan_mod
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         cfg = self.config
