@@ -312,7 +312,7 @@ def test_a_nan_in_the_first_epoch_is_diverged():
 
     from lightning.pytorch.callbacks import EarlyStopping
 
-    from allconv_sweep.training.train import _status
+    from allconv_sweep.training.outcome import run_status as _status
 
     nonfinite = EarlyStopping(monitor="train/loss_epoch", check_finite=True, patience=10**9)
     trainer = SimpleNamespace(callback_metrics={"train/loss_epoch": torch.tensor(float("nan"))}, current_epoch=0,
