@@ -74,7 +74,7 @@ class ReportCallback(Callback):  # type: ignore[misc]
         if not sweep_dir.is_dir():
             return
         result = write_report(sweep_dir, plot=self.plot)
-        from allconv_sweep.results.dashboard import log_report
+        from allconv_sweep.results.trackers import log_report
 
         log_report(sweep_dir, result)  # the W&B report run and chosen_lr flags; TensorBoard's figures and hparams
         counts = result["counts"]

@@ -58,6 +58,7 @@ class PaperSweeper(BasicSweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         from allconv_sweep.errors import UserError
+        from allconv_sweep.sweep import follow_up
         from allconv_sweep.sweep import plan as plan_mod
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
@@ -71,7 +72,7 @@ class PaperSweeper(BasicSweeper):
                                 + ", ".join(group_options("sweep") or []))
             sweep_node = cfg.get("sweep") or {}
             if "from" in sweep_node:  # the seeds and final sweeps: jobs from another sweep's chosen runs
-                job_lists: Sequence[Sequence[str]] = plan_mod.seed_jobs(cfg, arguments)
+                job_lists: Sequence[Sequence[str]] = follow_up.seed_jobs(cfg, arguments)
             else:
                 parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
                 parsed = parser.parse_overrides(self._parse_config() + list(arguments))
