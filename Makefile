@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: venv test test-slow test-slurm test-all train smoke bench agreement clean
+.PHONY: venv lint test test-slow test-slurm test-all train smoke bench agreement clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+lint: $(STAMP)            ## ruff (pyflakes, import order) and the layers of pyproject's import-linter contract
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 test: $(STAMP)            ## the fast suite (CPU, synthetic data and small real heads), ~10 min on 2 cores
 	$(BIN)/python -m pytest $(ARGS)

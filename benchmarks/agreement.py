@@ -56,8 +56,8 @@ from rich.table import Table  # noqa: E402
 
 from allconv_sweep.config import compose  # noqa: E402
 from allconv_sweep.console import console  # noqa: E402
-from allconv_sweep.precision import read_cpu  # noqa: E402
 from allconv_sweep.runs import versions  # noqa: E402
+from allconv_sweep.training.precision import read_cpu  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "fp32": ["trainer.precision=32-true"],
@@ -118,7 +118,7 @@ def final_val_loss(path: Path) -> float | None:
 def train_one(base: list[str], variant: str, seed: int, out_dir: Path, cache_dir: str | None) -> dict[str, Any]:
     from omegaconf import open_dict
 
-    from allconv_sweep.train import train
+    from allconv_sweep.training.train import train
 
     cfg = compose(base + VARIANTS[variant] + [f"seed={seed}"])
     path = run_dir(out_dir, variant, seed)
@@ -201,8 +201,8 @@ def logits_under(model, x: torch.Tensor, variant: str, device: torch.device, bat
 
 def eval_check(ckpt: Path, variants: list[str], data_root: str | None, device: torch.device,
                batch: int) -> dict[str, Any]:
-    from allconv_sweep.data import datamodule_from
-    from allconv_sweep.module import load_checkpoint
+    from allconv_sweep.model.module import load_checkpoint
+    from allconv_sweep.training.components import datamodule_from
 
     model = load_checkpoint(str(ckpt))
     cfg = dict(model.config)

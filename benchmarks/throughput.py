@@ -56,16 +56,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # runnable from a checkout without the editable install
     sys.path.insert(0, str(ROOT / "src"))
 
-from allconv_sweep import callbacks as callbacks_mod  # noqa: E402
-from allconv_sweep import train as train_mod  # noqa: E402
-from allconv_sweep.callbacks import Throughput  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+
 from allconv_sweep.config import compose, to_container  # noqa: E402
 from allconv_sweep.console import console  # noqa: E402
 from allconv_sweep.data.augment import flip_translate  # noqa: E402
 from allconv_sweep.data.loader import TensorBatches  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from allconv_sweep.precision import REPORTED_FLAGS, read_cpu  # noqa: E402
 from allconv_sweep.runs import versions  # noqa: E402
+from allconv_sweep.training import callbacks as callbacks_mod  # noqa: E402
+from allconv_sweep.training import train as train_mod  # noqa: E402
+from allconv_sweep.training.callbacks import Throughput  # noqa: E402
+from allconv_sweep.training.precision import REPORTED_FLAGS, read_cpu  # noqa: E402
 
 PRECISIONS = {"32-true": "fp32", "bf16-mixed": "bf16"}
 MAX_SHIFT = 5
@@ -228,7 +229,7 @@ class ClockedThroughput(Throughput):
 # -- the rows --------------------------------------------------------------------------------------
 def run_plain(model: str, batch: int, precision: str, args, warmup: int, steps: int) -> dict:
     """The reference: the loop anyone would write by hand, on the same data the framework gets."""
-    from allconv_sweep.data import datamodule_from
+    from allconv_sweep.training.components import datamodule_from
 
     dev = args.device
     n_train = batch * (warmup + steps)
@@ -283,15 +284,15 @@ def quiet_framework():
 
 def run_framework(model: str, batch: int, precision: str, on_device: bool, args, warmup: int, steps: int) -> dict:
     """``train(cfg)`` as the CLI runs it; only its Throughput callback (callbacks.throughput's _target_,
-    allconv_sweep.callbacks.Throughput) is swapped for a clocked one."""
+    allconv_sweep.training.callbacks.Throughput) is swapped for a clocked one."""
     n_train = batch * (warmup + steps)
     clock = Clock(args.device, warmup, steps)
     mem = PeakMemory(args.device)
     original = callbacks_mod.Throughput
     with tempfile.TemporaryDirectory() as tmp, quiet_framework():
         cfg = composed(overrides(model, batch, n_train, precision, args, on_device), tmp)
-        if cfg.callbacks.throughput._target_ != "allconv_sweep.callbacks.Throughput":
-            raise RuntimeError("callbacks.throughput no longer names allconv_sweep.callbacks.Throughput: update "
+        if cfg.callbacks.throughput._target_ != "allconv_sweep.training.callbacks.Throughput":
+            raise RuntimeError("callbacks.throughput no longer names allconv_sweep.training.callbacks.Throughput: update "
                                "benchmarks/throughput.py:run_framework to time the training steps")
         callbacks_mod.Throughput = lambda: ClockedThroughput(clock)  # what instantiate() looks up
         try:

@@ -78,8 +78,9 @@ def analytic_train_flops(net: torch.nn.Module) -> float:
 
 @pytest.mark.parametrize("model", ["all_cnn_c", "model_c"])
 def test_flop_count_matches_the_convolutions(bench, tmp_path, model):
-    from allconv_sweep.config import to_container
     from hydra.utils import instantiate
+
+    from allconv_sweep.config import to_container
 
     cfg = to_container(bench.composed([f"model={model}", "data=fake"], str(tmp_path)))
     counted = bench.train_flops_per_image(cfg)
@@ -141,7 +142,7 @@ def test_agreement_quick_run(agreement, tmp_path, monkeypatch, cpuinfo, bf16_see
     """--quick trains every variant x seed through train(cfg) and evaluates the reference's network under
     each switch: the layout changes nothing, bf16 autocast really runs (logits move, a little). bf16 trains
     every seed where the CPU does bf16 natively, one (--slow-seeds) where it is emulated."""
-    from allconv_sweep.precision import read_cpu
+    from allconv_sweep.training.precision import read_cpu
 
     monkeypatch.setattr(agreement, "read_cpu", lambda: read_cpu(cpuinfo))
     result = agreement.main(["--quick", "--out-dir", str(tmp_path)])

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
-from allconv_sweep.config import compose, config_dir, to_container
 from hydra.utils import instantiate
 
-from allconv_sweep.data import datamodule_from
+from allconv_sweep.config import compose, config_dir, to_container
 from allconv_sweep.data.datamodule import ImageDataModule
-from allconv_sweep.module import ImageClassifier
+from allconv_sweep.model.module import ImageClassifier
+from allconv_sweep.training.components import datamodule_from
 
 GROUPS = {p.name: sorted(q.stem for q in p.glob("*.yaml")) for p in config_dir().iterdir()
           if p.is_dir() and p.name not in ("hydra", "model", "data_model")}

@@ -20,13 +20,12 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-
-from conftest import assert_close_to_scale
 from torch.utils.data import DataLoader
 
 from allconv_sweep.data.augment import flip_translate
 from allconv_sweep.data.datamodule import FakeDataModule, ImageDataModule
 from allconv_sweep.data.loader import TensorBatches
+from conftest import assert_close_to_scale
 
 S = 5          # max shift
 H = W = 12     # small coded images: the centre pixel (6, 6) survives every shift of up to 5
@@ -269,7 +268,7 @@ FAST = ["data.train_size=16", "data.val_size=0", "data.test_size=8", "data.batch
     ["model.compile=true"],
 ], ids=["bf16-mixed", "channels_last", "contiguous", "16-mixed", "compile"])
 def test_precision_and_layout_runs_have_finite_losses(cfg_factory, overrides, capsys):
-    from allconv_sweep.train import train
+    from allconv_sweep.training.train import train
 
     cfg = cfg_factory(FAST + overrides)
     m = train(cfg)
@@ -277,7 +276,7 @@ def test_precision_and_layout_runs_have_finite_losses(cfg_factory, overrides, ca
     losses = epoch_losses(Path(cfg.paths.output_dir))
     assert losses and all(math.isfinite(v) for v in losses)
     assert m["test_acc"] is not None and math.isfinite(m["test_acc"])
-    from allconv_sweep.precision import resolve
+    from allconv_sweep.training.precision import resolve
 
     asked = next((o.split("=")[1] for o in overrides if o.startswith("trainer.precision")), "auto")  # the default
     assert m["precision_requested"] == asked
@@ -288,7 +287,7 @@ def test_precision_and_layout_runs_have_finite_losses(cfg_factory, overrides, ca
     assert m["precision"] == ran
     assert ("runs as bf16-mixed" in capsys.readouterr().out) == (ran != chosen)  # said once, only when it differs
     if "model.compile=true" in overrides:  # the compiled graph is kept out of the checkpoint: plain keys
-        from allconv_sweep.module import load_checkpoint
+        from allconv_sweep.model.module import load_checkpoint
         ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
         state = torch.load(ckpt, weights_only=True)["state_dict"]
         assert state and all(k.startswith("net.") and "_orig_mod" not in k for k in state)
@@ -301,7 +300,7 @@ def test_channels_last_is_layout_only(cfg_factory):
     from hydra.utils import instantiate
 
     from allconv_sweep.config import to_container
-    from allconv_sweep.module import ImageClassifier
+    from allconv_sweep.model.module import ImageClassifier
 
     cfg = to_container(cfg_factory(["model.final_relu=false"]))
     models = {}
@@ -333,7 +332,7 @@ def test_device_path_steps_never_wait_for_the_gpu():
     """Batches, augmentation and the divergence monitor's per-step work enqueue work without a host sync
     (torch.cuda.set_sync_debug_mode raises on any synchronizing call). A NaN loss is caught at the epoch's
     end by EarlyStopping(check_finite=True), which reads the epoch's logged loss once."""
-    from allconv_sweep.callbacks import DivergenceMonitor
+    from allconv_sweep.training.callbacks import DivergenceMonitor
 
     dev = torch.device("cuda")
     x, y = torch.randn(512, 3, 32, 32, device=dev), torch.arange(512, device=dev) % 10

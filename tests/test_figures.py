@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from allconv_sweep import dashboard
-from allconv_sweep.report import write_report
-
+from allconv_sweep.results import dashboard
+from allconv_sweep.results.report import write_report
 from test_report import NETWORKS, job
 
 LRS = (0.25, 0.1, 0.05, 0.01)

@@ -12,10 +12,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from allconv_sweep.cli_checks import check_overrides, group_options
+from allconv_sweep.cli import check_overrides
 from allconv_sweep.config import compose, validate
+from allconv_sweep.config.files import group_options
 from allconv_sweep.errors import UserError
-from allconv_sweep.nets import count_parameters
+from allconv_sweep.model.nets import count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +41,7 @@ def test_every_model_option_instantiates(model):
 
 @pytest.mark.parametrize("data", group_options("data"))
 def test_every_data_option_instantiates(data):
-    from allconv_sweep.data import datamodule_from
+    from allconv_sweep.training.components import datamodule_from
 
     dm = datamodule_from(composed(f"data={data}"))  # constructing reads nothing from disk
     assert type(dm).__name__ == {"cifar10": "CifarDataModule", "cifar100": "CifarDataModule",
@@ -68,7 +69,7 @@ def test_every_scheduler_option_instantiates(scheduler):
 def test_every_trainer_option_instantiates(trainer, tmp_path):
     import lightning as L
 
-    from allconv_sweep.precision import resolve
+    from allconv_sweep.training.precision import resolve
 
     node = composed(f"trainer={trainer}").trainer  # as train() does: precision=auto resolved for Lightning
     t = instantiate(node, accelerator="cpu", devices=1, logger=False, default_root_dir=str(tmp_path),
@@ -100,14 +101,14 @@ def test_every_logger_option_instantiates(logger, tmp_path, monkeypatch):
 
 
 def test_a_user_adds_a_callback_by_config_alone(cfg_factory):
-    from allconv_sweep.train import train
+    from allconv_sweep.training.train import train
 
     cfg = cfg_factory(["model=model_a", "+callbacks.timer={_target_: lightning.pytorch.callbacks.Timer}"])
     assert train(cfg)["status"] == "ok"
 
 
 def test_optimizer_adam_trains(cfg_factory):
-    from allconv_sweep.train import train
+    from allconv_sweep.training.train import train
 
     cfg = cfg_factory(["model=model_a", "optimizer=adam", "trainer.max_epochs=2"])
     m = train(cfg)
@@ -161,7 +162,7 @@ def test_an_env_default_is_a_number_where_the_schema_says_so(monkeypatch):
 def test_every_init_and_head_the_schema_accepts_builds_a_network(head):
     """The schema's choices (validated at composition) and the builder's (nets.py) must not drift apart:
     each accepted value builds a network whose weights that init filled and whose head gives class scores."""
-    from allconv_sweep.schema import Head, Init
+    from allconv_sweep.config.schema import Head, Init
 
     assert head in {h.value for h in Head}
     for init in Init:

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 
 from allconv_sweep import config as config_mod
 from allconv_sweep.config import compose
-from allconv_sweep.data import datamodule_from
 from allconv_sweep.data.imagenet import ImageNetDataModule
 from allconv_sweep.errors import UserError
-from hydra.utils import instantiate
-from allconv_sweep.nets import count_parameters, feature_size_before_pool
+from allconv_sweep.model.nets import count_parameters, feature_size_before_pool
+from allconv_sweep.training.components import datamodule_from
 
 PAPER_PARAMS = 9_372_840  # conf/model/all_cnn_imagenet.yaml lists it per layer
 CLASSES = [f"n{i:08d}" for i in range(6)]  # wnid-like names; 6 > 5 so top-5 accuracy is logged
@@ -113,7 +113,7 @@ def test_datamodule_subsets_and_batches(tiny_imagenet):
 
 
 def test_trains_one_epoch_through_data_imagenet(tiny_imagenet, cfg_factory):
-    from allconv_sweep.train import train
+    from allconv_sweep.training.train import train
 
     cfg = cfg_factory(["model=all_cnn_imagenet", "data=imagenet", f"data.root={tiny_imagenet}",
                        f"data.num_classes={len(CLASSES)}", *FAST, "data.num_workers=1", "model.final_relu=false"],
@@ -207,7 +207,7 @@ def test_an_undecodable_jpeg_ends_the_run_failed_naming_the_file(tmp_path, cfg_f
     cfg = cfg_factory(["data=imagenet", "model=all_cnn_imagenet", f"data.root={root}", "data.num_classes=3",
                        *FAST, f"data.num_workers={workers}"], tiny=False)
     with pytest.raises(Exception):
-        from allconv_sweep.train import train
+        from allconv_sweep.training.train import train
         train(cfg)
     record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert record["status"] == "failed" and f"cannot decode {bad}" in record["reason"], record["reason"]

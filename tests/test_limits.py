@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from allconv_sweep.cli_checks import check_overrides
+from allconv_sweep.cli import check_overrides
 from allconv_sweep.errors import UserError
 from conftest import TINY
 
@@ -87,7 +87,7 @@ def test_an_impossible_accelerator_says_what_is_valid_here_and_valid_arguments_p
 # -------------------------------------------------------------------------------------------- batch size
 
 def test_the_batch_size_recorded_is_the_one_used(cfg_factory, capsys):
-    from allconv_sweep.train import train
+    from allconv_sweep.training.train import train
 
     m = train(cfg_factory(["model=model_a", "data.batch_size=10000000"]))
     assert m["status"] == "ok" and m["train_size"] == 64
@@ -149,7 +149,7 @@ def _full_disk_after(folder: Path, good_writes: int, monkeypatch) -> list[str]:
 def test_a_full_disk_during_a_checkpoint_write_leaves_no_file_under_its_real_name(cfg_factory, monkeypatch):
     """Epoch 1 writes best.ckpt and last.ckpt; then the disk is full: epoch 2's writes fail midway. The run
     fails, and checkpoints/ holds epoch 1's two checkpoints, whole, and nothing else."""
-    from allconv_sweep.train import train
+    from allconv_sweep.training.train import train
 
     cfg = cfg_factory(["model=model_a", "trainer.max_epochs=2"])
     ckpt_dir = Path(cfg.paths.output_dir) / "checkpoints"
@@ -171,7 +171,7 @@ ZCA_RUN = ["model=model_a", "preprocess=gcn_zca", "data.image_size=16"]  # 768 p
 
 def _fit_cache(cfg) -> Path:
     from allconv_sweep import config as config_mod
-    from allconv_sweep.data import datamodule_from
+    from allconv_sweep.training.components import datamodule_from
 
     datamodule_from(config_mod.to_container(cfg)).setup()
     (path,) = Path(cfg.paths.cache_dir).glob("zca_*.pt")
@@ -179,7 +179,7 @@ def _fit_cache(cfg) -> Path:
 
 
 def test_a_zca_cache_of_the_wrong_shape_is_refitted_with_one_line_and_the_run_succeeds(cfg_factory, caplog, capsys):
-    from allconv_sweep.train import train
+    from allconv_sweep.training.train import train
 
     cfg = cfg_factory(ZCA_RUN)
     path = _fit_cache(cfg)
@@ -219,7 +219,7 @@ def test_a_zca_cache_that_does_not_fit_is_refitted_and_replaced(tmp_path, caplog
 # ----------------------------------------------------------------------------- a start that fails early
 
 def test_a_start_that_fails_on_missing_data_leaves_no_run_json_and_a_resumable_run_as_it_was(cfg_factory, tmp_path):
-    from allconv_sweep.train import train
+    from allconv_sweep.training.train import train
 
     cfg = cfg_factory(["data=cifar10", f"data.root={tmp_path / 'empty'}", "data.download=false",
                        "data.val_size=100", "model=model_a", "trainer.max_epochs=1", "print_config=false"],
@@ -246,7 +246,7 @@ def test_a_start_that_fails_on_missing_data_leaves_no_run_json_and_a_resumable_r
 
 def test_a_start_that_fails_building_the_trainer_leaves_no_run_json(cfg_factory):
     """A Trainer argument of the right type that Lightning still refuses (a max_time it cannot parse)."""
-    from allconv_sweep.train import train
+    from allconv_sweep.training.train import train
 
     cfg = cfg_factory(["model=model_a", "+trainer.max_time=soon"])
     with pytest.raises(Exception):  # noqa: B017 - Lightning's own error: not ours to word
@@ -258,7 +258,7 @@ def test_a_start_that_fails_building_the_trainer_leaves_no_run_json(cfg_factory)
 # ------------------------------------------------------------------------------------------------ modes
 
 def test_every_file_the_tool_writes_has_the_umasks_mode(cfg_factory):
-    from allconv_sweep.train import train
+    from allconv_sweep.training.train import train
 
     old = os.umask(0o027)
     try:

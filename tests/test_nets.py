@@ -7,13 +7,13 @@ import math
 
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import nn
 
 from allconv_sweep.config import compose
-from hydra.utils import instantiate
-from allconv_sweep.nets import build_network, count_parameters, feature_size_before_pool
 from allconv_sweep.errors import UserError
-from omegaconf import OmegaConf
+from allconv_sweep.model.nets import build_network, count_parameters, feature_size_before_pool
 
 FAMILIES = "abc"
 VARIANTS = ("model", "strided_cnn", "convpool_cnn", "all_cnn")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from allconv_sweep import precision
-from allconv_sweep.precision import read_cpu, resolve
+from allconv_sweep.training import precision
+from allconv_sweep.training.precision import read_cpu, resolve
 
 # /proc/cpuinfo lines of the two CPU kinds this project's machines come in
 AMX = ("model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512_bf16 "
@@ -31,7 +31,7 @@ def test_auto_is_bf16_on_a_cpu_with_native_bf16_and_fp32_elsewhere():
 
 @pytest.mark.parametrize("cpuinfo,expected", [(AMX, "bf16-mixed"), (EPYC, "32-true")], ids=["amx", "epyc"])
 def test_a_smoke_run_with_auto_records_what_ran_and_why(cfg_factory, monkeypatch, capsys, cpuinfo, expected):
-    from allconv_sweep.train import train
+    from allconv_sweep.training.train import train
 
     monkeypatch.setattr(precision, "read_cpu", lambda text=None: read_cpu(cpuinfo))
     m = train(cfg_factory(["experiment=smoke", "trainer.precision=auto", "trainer.max_epochs=1", "data.train_size=96",

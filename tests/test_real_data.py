@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from allconv_sweep.train import train
-
+from allconv_sweep.training.train import train
 from conftest import shared_cifar
 
 pytestmark = pytest.mark.slow

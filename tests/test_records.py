@@ -1,5 +1,5 @@
 """Records of runs are data, never code (issue 18, cases 1 and 2): a checkpoint's stored config and a sweep
-folder's recorded overrides are rebuilt through our own composition (allconv_sweep.records); anything
+folder's recorded overrides are rebuilt through our own composition (allconv_sweep.config.records); anything
 else in them (a foreign _target_, an added callback, Hydra's settings, an option conf/ lacks) is refused in
 one line naming the file and the key, exit 2, and nothing of it runs."""
 
@@ -19,8 +19,7 @@ import torch
 
 from allconv_sweep.config import config_dir
 from allconv_sweep.errors import UserError
-
-from conftest import SWEEP_TINY, job_dirs, make_cfg, multirun
+from conftest import job_dirs, make_cfg, multirun
 
 REFUSED = "refused: checkpoints and run folders are read as data, never run"
 
@@ -51,7 +50,7 @@ def _run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A real last.ckpt of a tiny run."""
-    from allconv_sweep.train import train
+    from allconv_sweep.training.train import train
 
     tmp = tmp_path_factory.mktemp("trained")
     train(make_cfg(tmp, ["model=model_a"]))
@@ -80,7 +79,7 @@ def test_a_checkpoint_whose_model_is_numpy_load_runs_nothing(trained, tmp_path, 
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
     assert lines[0] == (f"error: {bad}: key model._target_ = 'numpy.load' is not what this tool builds (this tool "
-                        f"builds allconv_sweep.nets.build_network); {REFUSED}")
+                        f"builds allconv_sweep.model.nets.build_network); {REFUSED}")
     assert not marker.exists()
     assert not (tmp_path / "out" / "eval.json").exists() and not (tmp_path / "out" / "index.md").exists()
 
@@ -110,7 +109,7 @@ def test_a_checkpoint_whose_data_writes_a_file_runs_nothing(trained, tmp_path, t
 ])
 def test_a_payload_nested_under_a_legit_node_is_refused_and_a_legit_checkpoint_loads_as_trained(
         trained, tmp_path, where, key):
-    from allconv_sweep.module import load_checkpoint
+    from allconv_sweep.model.module import load_checkpoint
 
     # legit: the same weights and, node by node, the config it was trained with
     model = load_checkpoint(trained)
@@ -139,7 +138,7 @@ def test_a_payload_nested_under_a_legit_node_is_refused_and_a_legit_checkpoint_l
 
 
 def test_a_stored_value_of_the_wrong_type_or_option_is_refused(trained, tmp_path):
-    from allconv_sweep.module import load_checkpoint
+    from allconv_sweep.model.module import load_checkpoint
 
     for edit, needle in (
             (lambda c: c["model"].update(name="../../evil"), "key model.name = '../../evil' is not an option of the model group"),
@@ -199,7 +198,7 @@ def test_a_sweep_folder_whose_recorded_overrides_build_something_else_launches_n
 
 
 def test_recorded_overrides_are_checked_one_by_one():
-    from allconv_sweep.records import overrides_from_record
+    from allconv_sweep.config.records import overrides_from_record
 
     legit = ["optimizer.lr=0.05", "+sweep=lr_grid", "data=fake", "data.train_size=64", "model=model_a",
              "trainer.enable_progress_bar=False", "sweep.root=/tmp/x", "paths.cache_dir=/tmp/c",
@@ -227,8 +226,8 @@ def test_recorded_overrides_are_checked_one_by_one():
 def test_a_run_folders_config_values_are_read_as_data(tmp_path, monkeypatch):
     """report, stability and the dashboard read values of .hydra/config.yaml: literals and references to
     other keys of the same file; nothing that needs a resolver (an env variable, Hydra's runtime)."""
-    from allconv_sweep.dashboard import wandb_settings
-    from allconv_sweep.records import config_values
+    from allconv_sweep.config.records import config_values
+    from allconv_sweep.results.dashboard import wandb_settings
 
     monkeypatch.setenv("SOME_SECRET", "s3cret")
     job = tmp_path / "sweep" / "job"

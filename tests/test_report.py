@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from allconv_sweep import report
-from allconv_sweep.figures import epoch_log
-from allconv_sweep.report import PAPER, PAPER_TABLE3, collect, choose, write_report
+from allconv_sweep.results import paper, report
+from allconv_sweep.results.figures import epoch_log
+from allconv_sweep.results.paper import PAPER, PAPER_TABLE3
+from allconv_sweep.results.report import write_report
+from allconv_sweep.runs.choose import choose
+from allconv_sweep.runs.collect import collect
 
 NETWORKS = {"model_a": ("A", "base"), "strided_cnn_a": ("A", "strided"), "convpool_cnn_a": ("A", "convpool"),
             "all_cnn_a": ("A", "all"), "model_b": ("B", "base"), "strided_cnn_b": ("B", "strided"),
@@ -120,7 +123,7 @@ def test_runs_that_differ_in_other_settings_are_not_mixed(tmp_path):
     job(sweep, "all_cnn_c", 0.1, val=0.2, test=0.2, extra=("model_options.batch_norm=false",))
     choices = choose(collect(sweep))
     assert sorted(c.setting for c in choices) == ["model_options.batch_norm=false", "model_options.batch_norm=true"]
-    assert all(report.paper_value(c) is None for c in choices)  # neither is the paper's setting as such
+    assert all(paper.paper_value(c) is None for c in choices)  # neither is the paper's setting as such
 
 
 def test_epoch_log_reads_lightning_csv_and_drops_the_final_validate(tmp_path):

@@ -20,10 +20,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from allconv_sweep import runs
 from allconv_sweep.config import compose
+from allconv_sweep.config import files as config_files
+from allconv_sweep.config import identity as identity_mod
+from allconv_sweep.config.identity import identity, result_key
 from allconv_sweep.errors import UserError
-from allconv_sweep.runs import RunRecord, identity, result_key, run_state
-from allconv_sweep.train import train
-
+from allconv_sweep.runs import RunRecord, run_state
+from allconv_sweep.runs.collect import collect
+from allconv_sweep.training.train import train
 from conftest import job_dirs, metrics, multirun
 
 # The reviewed list: a key added to runs.NEUTRAL_KEYS must be one that cannot change a result, and this
@@ -79,7 +82,7 @@ def _set_other(cfg: DictConfig, leaf: str) -> None:
 
 
 def test_neutral_keys_are_the_reviewed_list():
-    assert runs.NEUTRAL_KEYS == REVIEWED_NEUTRAL
+    assert identity_mod.NEUTRAL_KEYS == REVIEWED_NEUTRAL
 
 
 @pytest.mark.parametrize("overrides", [[], ["+sweep=lr_grid"], ["launcher=slurm", "logger=wandb"], ["data=imagenet"]])
@@ -99,12 +102,12 @@ def test_every_key_but_the_declared_ones_changes_the_result_key(overrides):
         with open_dict(other):
             _set_other(other, leaf)
         changed = result_key(identity(other)) != base
-        if runs.is_neutral(leaf) and changed:
+        if identity_mod.is_neutral(leaf) and changed:
             # only through an interpolation into a result key (trainer.devices: ${launcher.gpus_per_job})
             moved = [k for k, v in identity(other).items() if identity(cfg).get(k) != v]
             assert moved and all(_interpolated(cfg, k) for k in moved), (leaf, moved)
         else:
-            assert changed != runs.is_neutral(leaf), leaf
+            assert changed != identity_mod.is_neutral(leaf), leaf
 
 
 @pytest.mark.parametrize("override", ["experiment=smoke", "data.root=/elsewhere", "finetune_from=/some/ckpt",
@@ -121,10 +124,10 @@ def test_relative_and_absolute_data_paths_are_one_key(tmp_path, monkeypatch):
 
 
 def test_sweep_folder_names_leave_out_exactly_the_neutral_keys_and_the_paths():
-    excluded = set(runs.dirname_exclude_keys())
+    excluded = set(config_files.dirname_exclude_keys())
     assert {"launcher", "launcher.n_jobs", "logger", "logger.wandb.mode", "sweep.name", "resume", "data.verify",
             "paths.cache_dir", "data.root", "finetune_from"} <= excluded
-    assert all(runs.is_neutral(k) or k in runs.PATH_KEYS for k in excluded)
+    assert all(identity_mod.is_neutral(k) or k in identity_mod.PATH_KEYS for k in excluded)
     cfg = compose(["+sweep=lr_grid"], return_hydra_config=True)
     assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == sorted(excluded)
 
@@ -163,7 +166,7 @@ def test_a_damaged_metrics_json_is_run_again_not_a_traceback(tmp_path):
     (tmp_path / "a" / "metrics.json").write_text('{"status": "ok", "test_')
     state = run_state(tmp_path / "a", "k1")
     assert state.kind == "rerun" and "not valid JSON" in state.why
-    rows = runs.collect(tmp_path)  # the report reads it as a job without a result
+    rows = collect(tmp_path)  # the report reads it as a job without a result
     assert [r.status for r in rows] == ["missing"] and "not valid JSON" in rows[0].reason
 
 

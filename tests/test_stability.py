@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from allconv_sweep import stability
 from allconv_sweep.config import compose
+from allconv_sweep.results import stability
 
 
 def _run(sweep: Path, init: str, batch: int, lr: float, seed: int, live: list[float], loss: list[float],
@@ -50,4 +50,4 @@ def test_stability_sweep_is_the_faithful_recipe_over_init_batch_and_lr():
     params = cfg.hydra.sweeper.params
     assert set(params["model.init"].split(",")) == {"caffe_xavier", "xavier_uniform", "normal_0.05"}
     assert set(params["data.batch_size"].split(",")) == {"128", "256"}
-    assert cfg.hydra.callbacks.report._target_ == "allconv_sweep.stability.StabilityReport"
+    assert cfg.hydra.callbacks.report._target_ == "allconv_sweep.results.stability.StabilityReport"

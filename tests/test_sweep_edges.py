@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from allconv_sweep.config import compose
-
 from conftest import job_dirs, metrics, multirun
 
 ONE_LR = "hydra.sweeper.params={optimizer.lr: 0.1}"  # the lr grid cut to one job
@@ -34,7 +33,7 @@ def fail_before_fit(monkeypatch) -> None:
     def broken(cfg, has_val):
         raise RuntimeError("callback could not be built")
 
-    monkeypatch.setattr("allconv_sweep.train._callbacks", broken)
+    monkeypatch.setattr("allconv_sweep.training.train._callbacks", broken)
 
 
 # ----------------------------------------------------------------------------- every job inside its sweep
@@ -75,7 +74,7 @@ def test_a_subdir_that_leaves_the_sweep_folder_is_refused_before_launching(tmp_p
 
 
 def test_safe_dirname():
-    from allconv_sweep.runs import NAME_MAX, safe_dirname
+    from allconv_sweep.config.files import NAME_MAX, safe_dirname
 
     assert safe_dirname("model=model_a,optimizer.lr=0.1") == "model=model_a,optimizer.lr=0.1"  # found again
     assert safe_dirname("a=x/../../up") == "a=x%2F..%2F..%2Fup"
@@ -120,7 +119,7 @@ def test_a_failed_job_of_a_seeds_or_final_sweep_is_failed(tmp_path, monkeypatch,
 # ------------------------------------------------------------------------------- launcher=gpus limits
 
 def _gpus_launcher(monkeypatch, tmp_path, *, n_jobs, cpus, available_gib, data=("data=fake",)):
-    from allconv_sweep import launch
+    from allconv_sweep.sweep import gpu_lease as launch
     from hydra_plugins.allconv_sweep_plugins.gpu_launcher import GpuPoolLauncher
 
     monkeypatch.setattr(launch, "visible_gpus", lambda: [])
@@ -141,7 +140,7 @@ def test_n_jobs_on_a_machine_without_gpus_is_capped_at_its_cores(tmp_path, monke
 
 
 def test_n_jobs_is_capped_at_the_memory_the_jobs_need(tmp_path, monkeypatch, capsys):
-    from allconv_sweep.launch import job_memory_bytes
+    from allconv_sweep.sweep.gpu_lease import job_memory_bytes
 
     per_job = job_memory_bytes(compose(["data=fake"]).data)
     launcher = _gpus_launcher(monkeypatch, tmp_path, n_jobs=8, cpus=16, available_gib=2.5 * per_job / 2**30)
@@ -153,7 +152,7 @@ def test_n_jobs_is_capped_at_the_memory_the_jobs_need(tmp_path, monkeypatch, cap
 
 
 def test_job_memory_estimate_grows_with_the_images_held():
-    from allconv_sweep.launch import JOB_BASE_BYTES, job_memory_bytes
+    from allconv_sweep.sweep.gpu_lease import JOB_BASE_BYTES, job_memory_bytes
 
     small = job_memory_bytes(compose(["data=fake", "data.train_size=64", "data.test_size=32"]).data)
     big = job_memory_bytes(compose(["data=fake", "data.train_size=4153", "data.test_size=1017"]).data)

@@ -19,8 +19,7 @@ import pytest
 
 from allconv_sweep.config import compose
 from allconv_sweep.errors import UserError
-from allconv_sweep.launch import Slot, plan_slots
-
+from allconv_sweep.sweep.gpu_lease import Slot, plan_slots
 from conftest import job_dirs, metrics, multirun, wandb_config, wandb_run_records, wandb_summary
 
 LRS = (0.25, 0.1, 0.05, 0.01)
@@ -73,7 +72,7 @@ def test_running_the_same_sweep_again_trains_nothing(lr_grid, monkeypatch, capsy
     def no_training(cfg):
         raise AssertionError("a finished job was trained again")
 
-    monkeypatch.setattr("allconv_sweep.train.train", no_training)
+    monkeypatch.setattr("allconv_sweep.training.train.train", no_training)
     assert multirun(["+sweep=lr_grid"], lr_grid.parent) == 0
     after = {p: p.stat().st_mtime_ns for p in lr_grid.rglob("*") if p.is_file() and p.parent != lr_grid}
     assert after == before  # nothing a finished job wrote is touched, no file added to a job folder
@@ -122,7 +121,7 @@ def test_gpus_launcher_runs_two_jobs_at_once_on_cpu(tmp_path):
 
 
 def test_diverged_and_failed_jobs_are_reported_and_never_stop_the_sweep(tmp_path, monkeypatch):
-    from allconv_sweep.callbacks import DivergenceMonitor
+    from allconv_sweep.training.callbacks import DivergenceMonitor
 
     original = DivergenceMonitor.on_train_epoch_end
 
@@ -194,8 +193,9 @@ def test_a_plain_multirun_is_one_wandb_group_named_by_its_folder(tmp_path, monke
         groups.add(run.run_group)
         assert run.display_name == f"model_a-fake-lr{metrics(job)['lr']}-s0"  # tracking.run_name's default
     assert groups == {"2026-12-01_10-11-12"}
-    from allconv_sweep import dashboard, runs
-    assert dashboard.wandb_settings(sweep_dir, runs.collect(sweep_dir))["group"] == "2026-12-01_10-11-12"  # the same
+    from allconv_sweep.results import dashboard
+    from allconv_sweep.runs import collect as collect_mod
+    assert dashboard.wandb_settings(sweep_dir, collect_mod.collect(sweep_dir))["group"] == "2026-12-01_10-11-12"  # the same
 
 
 def test_final_sweep_retrains_the_chosen_lr_on_every_training_image(tmp_path):

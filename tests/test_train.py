@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from allconv_sweep.errors import UserError
+from allconv_sweep.model.schedule import scaled_milestones
 from allconv_sweep.runs import read_record
-from allconv_sweep.train import train
-from allconv_sweep.schedule import scaled_milestones
+from allconv_sweep.training.train import train
 
 KEYS = {"status", "model", "data", "preprocess", "augment", "lr", "seed", "batch_size", "num_params", "epochs_run",
         "train_acc", "train_error", "val_acc", "val_error", "test_acc", "test_error", "best_val_test_error",
@@ -52,7 +52,7 @@ def test_same_seed_same_metrics_other_seed_differs(cfg_factory):
 
 
 def test_resume_from_last_ckpt_runs_only_the_missing_epochs_and_keeps_the_csv_history(cfg_factory, monkeypatch):
-    from allconv_sweep.callbacks import Throughput
+    from allconv_sweep.training.callbacks import Throughput
 
     cfg = cfg_factory(["model=model_a", "trainer.max_epochs=2"])
     original = Throughput.on_train_epoch_start
@@ -95,7 +95,7 @@ def test_huge_learning_rate_ends_diverged_not_crashed(cfg_factory):
 
 def _dead_model(monkeypatch):
     """A class conv whose scores are all negative: the collapse measured on real data."""
-    import allconv_sweep.train as train_mod
+    import allconv_sweep.training.train as train_mod
 
     class Dead(train_mod.ImageClassifier):
         def __init__(self, *args, **kwargs):
@@ -140,7 +140,7 @@ def _epoch(mon, trainer, images, **metrics):
 
 
 def test_dead_output_window_counts_images_and_resets_when_alive():
-    from allconv_sweep.callbacks import DivergenceMonitor
+    from allconv_sweep.training.callbacks import DivergenceMonitor
 
     mon = DivergenceMonitor(num_classes=10, dead_output_images=10_000, chance_images=None)
     t = _Trainer()
@@ -173,7 +173,7 @@ def test_a_slow_healthy_run_like_the_caffe_reference_is_never_stopped():
 
 
 def test_chance_level_is_detected_after_the_image_window():
-    from allconv_sweep.callbacks import DivergenceMonitor
+    from allconv_sweep.training.callbacks import DivergenceMonitor
 
     mon = DivergenceMonitor(num_classes=10, chance_images=10_000, chance_margin=0.02)
     t = _Trainer()
@@ -210,7 +210,7 @@ def _lrs(schedule, steps: int) -> list[float]:
 
 
 def test_the_paper_schedule_is_torch_multistep_per_step():
-    from allconv_sweep.schedule import paper_schedule
+    from allconv_sweep.model.schedule import paper_schedule
 
     lrs = _lrs(lambda o: paper_schedule(o, milestones=[200, 250, 300], of_epochs=350, gamma=0.1, warmup_epochs=0,
                                         max_epochs=35, steps_per_epoch=2), 70)
@@ -219,7 +219,7 @@ def test_the_paper_schedule_is_torch_multistep_per_step():
 
 
 def test_warmup_is_linear_then_the_paper_schedule():
-    from allconv_sweep.schedule import paper_schedule
+    from allconv_sweep.model.schedule import paper_schedule
 
     lrs = _lrs(lambda o: paper_schedule(o, milestones=[200], of_epochs=350, gamma=0.1, warmup_epochs=2,
                                         max_epochs=35, steps_per_epoch=4), 140)
@@ -266,11 +266,11 @@ def test_finetune_loads_every_layer_but_the_class_conv(cfg_factory):
     ckpt = Path(src["output_dir"]) / "checkpoints" / "last.ckpt"
     cfg = cfg_factory(["model=model_a", "data.classes=[1,4,7]", "data.num_classes=3", f"finetune_from={ckpt}", "data.train_size=240",
                        "trainer.max_epochs=1"], sub="dst")
-    from allconv_sweep.config import to_container
-    from allconv_sweep.module import ImageClassifier
-    from allconv_sweep.train import _finetune
-
     from hydra.utils import instantiate
+
+    from allconv_sweep.config import to_container
+    from allconv_sweep.model.module import ImageClassifier
+    from allconv_sweep.training.train import _finetune
 
     resolved = to_container(cfg)
     model = ImageClassifier(instantiate(resolved["model"]), 3, config=resolved)
@@ -312,7 +312,7 @@ def test_a_nan_in_the_first_epoch_is_diverged():
 
     from lightning.pytorch.callbacks import EarlyStopping
 
-    from allconv_sweep.train import _status
+    from allconv_sweep.training.outcome import run_status as _status
 
     nonfinite = EarlyStopping(monitor="train/loss_epoch", check_finite=True, patience=10**9)
     trainer = SimpleNamespace(callback_metrics={"train/loss_epoch": torch.tensor(float("nan"))}, current_epoch=0,

@@ -11,19 +11,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 from torch import nn
 
-from allconv_sweep import attribution
-from allconv_sweep.attribution import RULES, activation_layer, forward_to, reconstruct, relu_rule
 from allconv_sweep.config import compose, config_dir
 from allconv_sweep.errors import UserError
-from hydra.utils import instantiate
-from allconv_sweep.visualize import (GAP_PX, HEADER_PX, LABEL_PX, _blank_for, crop_box, default_layer,
-                                     visualize)
+from allconv_sweep.inspection import attribution
+from allconv_sweep.inspection.attribution import RULES, activation_layer, forward_to, reconstruct, relu_rule
+from allconv_sweep.inspection.visualize import (
+    GAP_PX,
+    HEADER_PX,
+    LABEL_PX,
+    _blank_for,
+    crop_box,
+    default_layer,
+    visualize,
+)
 from conftest import make_cfg
-
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -58,7 +64,8 @@ def net_for(*overrides: str, seed: int = 0) -> nn.Sequential:
 
 def viz_cfg(out: Path, ckpt: Path | str, *overrides: str):
     """conf/visualize.yaml composed as the command line would, writing to ``out``."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
@@ -248,7 +255,7 @@ def test_model_left_as_it_was_after_a_failure_halfway(monkeypatch):
 
 # -- receptive fields and the unconditioned deconvnet -------------------------------------------------
 def test_crop_box_holds_each_units_reconstruction():
-    from allconv_sweep.nets import receptive_fields
+    from allconv_sweep.model.nets import receptive_fields
 
     net = net_for("model=all_cnn_c")
     field = receptive_fields(net)["relu6"]
@@ -266,7 +273,7 @@ def test_crop_box_holds_each_units_reconstruction():
 
 
 def test_unconditioned_deconvnet_shows_conv1_filters_and_needs_no_full_image():
-    from allconv_sweep.nets import receptive_fields
+    from allconv_sweep.model.nets import receptive_fields
 
     net = net_for("model=all_cnn_c")
     units = list(range(8))
@@ -289,7 +296,7 @@ def test_unconditioned_deconvnet_shows_conv1_filters_and_needs_no_full_image():
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     """All-CNN-C trained one epoch on the tiny fake data (about 4 s)."""
-    from allconv_sweep.train import train
+    from allconv_sweep.training.train import train
 
     tmp = tmp_path_factory.mktemp("viz_train")
     m = train(make_cfg(tmp))
@@ -380,7 +387,7 @@ def test_imagenet_checkpoint_figures(tmp_path):
     import lightning as L
     from PIL import Image
 
-    from allconv_sweep.module import ImageClassifier
+    from allconv_sweep.model.module import ImageClassifier
 
     classes = ["n0001", "n0002"]
     g = torch.Generator().manual_seed(0)

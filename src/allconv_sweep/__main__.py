@@ -10,31 +10,33 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from allconv_sweep.config import config_dir
+from allconv_sweep.config import config_dir, register, runtime
 from allconv_sweep.errors import RunInterrupted, UserError
+
+register()  # the schema and resolvers: this module is what a sweep's job processes import to run main
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from allconv_sweep.train import train  # heavy imports after Hydra has parsed the command line
+    from allconv_sweep.training.train import train  # heavy imports after Hydra has parsed the command line
 
     before = _record_stamp(cfg)
     try:
         metrics = train(cfg)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        if _multirun():  # one bad job never stops a sweep: the sweep's report lists it as failed
+        if runtime.in_multirun():  # one bad job never stops a sweep: the sweep's report lists it as failed
             logging.getLogger(__name__).error("error: %s", e)
             _record_failure(cfg, e, before)
             return None
         sys.exit(2)
     except RunInterrupted as e:
         print(f"error: {e}", file=sys.stderr)
-        if _multirun():
+        if runtime.in_multirun():
             raise  # the sweep stops launching, writes its report and exits with the signal's code
         sys.exit(e.exit_code)
     except Exception:
-        if not _multirun():
+        if not runtime.in_multirun():
             raise
         # train() recorded status failed in metrics.json; the traceback goes to this job's log, and the
         # sweep goes on with its other jobs (Hydra's sweeper would otherwise stop at the first failure)
@@ -61,14 +63,14 @@ def _record_failure(cfg: DictConfig, exc: BaseException, before) -> None:
     holds the folder's lock, and a record this start already wrote (failed inside fit) stays."""
     from allconv_sweep import config as config_mod
     from allconv_sweep import runs
-    from allconv_sweep.train import _overrides  # as train() records them
+    from allconv_sweep.config.identity import result_key
 
     try:
         out = Path(str(cfg.paths.output_dir)).resolve()
         if _record_stamp(cfg) != before:  # train() wrote its own record (a failure inside fit)
             return
         ident = config_mod.validate(cfg)
-        key = runs.result_key(ident)
+        key = result_key(ident)
         record = runs.read_record(out)
         if any(k not in (None, key) for k in ((runs.read_run_info(out) or {}).get("result_key"),
                                               record.result_key if record is not None else None)):
@@ -86,7 +88,7 @@ def _record_failure(cfg: DictConfig, exc: BaseException, before) -> None:
             result_key=key, model=select("model.name"), family=select("model.family"),
             variant=select("model.variant"), data=select("data.name"), preprocess=select("preprocess.name"),
             augment=select("augment.name"), lr=select("optimizer.lr"), seed=select("seed"),
-            max_epochs=select("trainer.max_epochs"), output_dir=str(out), overrides=_overrides())
+            max_epochs=select("trainer.max_epochs"), output_dir=str(out), overrides=runtime.job_overrides())
         runs.write_record(out, record)
     except Exception:  # noqa: BLE001 - the job's own error is what its log shows
         logging.getLogger(__name__).exception("could not record the failure in metrics.json")
@@ -94,16 +96,9 @@ def _record_failure(cfg: DictConfig, exc: BaseException, before) -> None:
         lock.release()
 
 
-def _multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def cli() -> None:
     """Check the overrides first (one-line errors), then hand over to Hydra."""
-    from allconv_sweep.cli_checks import check_overrides
+    from allconv_sweep.cli import check_overrides
 
     # DDP ranks > 0 are this command re-run by Lightning (LOCAL_RANK >= 1) with rank 0's argv plus its own
     # hydra.run.dir="<rank 0's folder>" etc.: rank 0 has checked the overrides already

@@ -18,9 +18,8 @@ def quiet_lightning(level: int | None = None) -> None:
     """Lightning's advice lines that do not apply here, printed once (not again through Hydra's root
     handler); level: also hide Lightning's info lines (the evaluate and visualize commands)."""
     import logging
-    import warnings
-
     import os
+    import warnings
 
     messages = [".*does not have many workers.*", ".*is a sized iterable.*", ".*The number of training batches.*",
                 ".*treespec, LeafSpec.*"]
@@ -61,14 +60,9 @@ def print_config_tree(cfg: DictConfig) -> None:
     console.print(config_tree(cfg))
 
 
-def print_job(cfg: DictConfig, overrides: list[str]) -> None:
-    """A single run: the config tree. A sweep's job: one line (the sweep printed the tree once), with its
-    place in the sweep and, from the second job on, an estimate of when the sweep ends."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        job = HydraConfig.get().job.num if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN" else None
-    except Exception:  # noqa: BLE001 - no Hydra (tests, notebooks)
-        job = None
+def print_job(cfg: DictConfig, overrides: list[str], job: int | None = None) -> None:
+    """A single run (job None): the config tree. A sweep's job (its number): one line (the sweep printed the
+    tree once), with its place in the sweep and, from the second job on, an estimate of when the sweep ends."""
     if job is None:
         print_config_tree(cfg)
         return

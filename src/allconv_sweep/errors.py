@@ -1,4 +1,5 @@
-"""Errors a user can fix, and the one way a run stops early on request."""
+"""Errors a user can fix, the one way a run stops early on request (its signal state: interrupts.py), and
+the body of a command-line tool."""
 
 import signal
 import sys
@@ -25,41 +26,6 @@ class RunInterrupted(BaseException):
             return 128 + int(getattr(signal, self.signame))
         except (AttributeError, TypeError, ValueError):
             return 1
-
-
-_interrupt: "RunInterrupted | None" = None
-
-
-def note_interrupt(e: "RunInterrupted | None") -> None:
-    """This process was asked to stop (the sweep stops launching jobs; its report exits with e's code)."""
-    global _interrupt
-    _interrupt = e
-
-
-def interrupted() -> "RunInterrupted | None":
-    return _interrupt
-
-
-_in_lightning = False
-
-
-class lightning_handles_signals:
-    """Around trainer.fit/validate/test: Lightning's own SIGTERM handler stops the run at the next batch
-    (train() then records it); another handler installed by this process must not raise in between."""
-
-    def __enter__(self):
-        global _in_lightning
-        self._outer, _in_lightning = _in_lightning, True
-        return self
-
-    def __exit__(self, *exc):
-        global _in_lightning
-        _in_lightning = self._outer
-        return False
-
-
-def lightning_is_handling_signals() -> bool:
-    return _in_lightning
 
 
 def command(action, *args, **kwargs) -> int:

@@ -35,7 +35,7 @@ def _die() -> None:
 def _patch() -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from allconv_sweep.module import ImageClassifier
+    from allconv_sweep.model.module import ImageClassifier
 
     epoch = _args[0] if _args else 0
     batch = _args[1] if len(_args) > 1 else 0

@@ -1,16 +1,6 @@
+"""The data sets: reading them from disk, preprocessing (GCN + ZCA), batches and augmentation. Knows nothing
+of the run config: training/components.py builds a data module from it."""
+
 from allconv_sweep.data.datamodule import CifarDataModule, FakeDataModule, ImageDataModule
 
-__all__ = ["CifarDataModule", "FakeDataModule", "ImageDataModule", "datamodule_from"]
-
-
-def datamodule_from(cfg):
-    """The data module a (resolved) run config names: instantiate(cfg.data) with what every data module also
-    needs from the rest of the config (the preprocess and augment groups, the whitening cache, the seed)."""
-    from omegaconf import DictConfig, OmegaConf
-
-    from allconv_sweep.config import build
-
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return build(cfg["data"], preprocess=cfg["preprocess"], augment=cfg["augment"], seed=int(cfg["seed"]),
-                       cache_dir=(cfg.get("paths") or {}).get("cache_dir"), _convert_="all")
+__all__ = ["CifarDataModule", "FakeDataModule", "ImageDataModule"]

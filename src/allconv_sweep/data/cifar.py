@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import io
 import pickle
-import warnings
 import urllib.error
+import warnings
 from pathlib import Path
 
 import numpy as np

@@ -21,6 +21,7 @@ from allconv_sweep.data.loader import TensorBatches
 from allconv_sweep.data.whitening import fit_zca_cached, global_contrast_normalize
 from allconv_sweep.errors import UserError
 
+
 def stratified_split(y: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, val): ``val_size`` images held out with every class in proportion, fixed by seed."""
     if val_size == 0:

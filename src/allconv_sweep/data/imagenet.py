@@ -20,8 +20,6 @@ from torchvision.transforms import v2
 
 from allconv_sweep.errors import UserError
 
-MIN_IMAGE_SIZE = 59  # all_cnn_imagenet: conv9 (3x3, stride 2, unpadded) needs a 3x3 map
-
 
 def _class_folders(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))

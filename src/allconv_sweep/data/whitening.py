@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from allconv_sweep.files import atomic_write
+from allconv_sweep.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """launcher=gpus: Hydra's joblib launcher, one worker process per GPU slot, each job leasing one GPU.
 
-The lease itself (file locks, CUDA_VISIBLE_DEVICES, lease.json) is in allconv_sweep.launch; this module
+The lease itself (file locks, CUDA_VISIBLE_DEVICES, lease.json) is in allconv_sweep.sweep.gpu_lease; this module
 is the Hydra-facing part: its config node (hydra/launcher=allconv_gpus) and the launcher class, which
 sizes the pool from the visible GPUs and wraps the task function with the lease.
 (No `from __future__ import annotations` here: Hydra execs plugin modules outside sys.modules, and
@@ -12,9 +12,10 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
 from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
-from omegaconf import DictConfig
 
 
 @dataclass
@@ -34,7 +35,7 @@ ConfigStore.instance().store(group="hydra/launcher", name="allconv_gpus", node=G
 class GpuPoolLauncher(JoblibLauncher):
     def __init__(self, n_jobs: Optional[int] = None, jobs_per_gpu: int = 1,
                  lease_dir: str = "/tmp/allconv_sweep_leases", **joblib_kwargs: Any) -> None:
-        from allconv_sweep.launch import plan_slots
+        from allconv_sweep.sweep.gpu_lease import plan_slots
 
         self.slots = plan_slots(n_jobs, jobs_per_gpu)
         self.requested = n_jobs
@@ -46,7 +47,7 @@ class GpuPoolLauncher(JoblibLauncher):
 
         from omegaconf import OmegaConf
 
-        from allconv_sweep.launch import LeasedTask, job_memory_bytes, limit_slots
+        from allconv_sweep.sweep.gpu_lease import LeasedTask, job_memory_bytes, limit_slots
 
         # Capped, not refused: how many jobs run at once never changes a result (launcher is not part of a
         # job's folder or result key), so a command written for a bigger machine runs here, only slower.

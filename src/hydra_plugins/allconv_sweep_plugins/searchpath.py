@@ -67,7 +67,8 @@ class SweepsConfigSource(ConfigSource):
 class AllconvSweepsSearchPath(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         try:
-            from allconv_sweep.config import sweeps_dir
+            from allconv_sweep.config import register, sweeps_dir
+            register()  # the schema and the ${allconv.*:} resolvers, in every Hydra app of this environment
             path = sweeps_dir()
         except (ImportError, FileNotFoundError):  # another app in this environment, or no sweeps/ shipped
             return

@@ -1,7 +1,7 @@
 """PaperSweeper: Hydra's basic sweeper (the same grid syntax and job order) plus what a paper sweep needs.
 
 Set by sweeps/_common.yaml (hydra.sweeper._target_). Before launching it composes every job's config
-(allconv_sweep.sweep.plan) and then:
+(allconv_sweep.sweep.plan.plan) and then:
 - `sweep.dry_run=true`: prints the jobs with their folders and state, launches and writes nothing;
 - skips jobs whose folder holds a finished run of the same result key (a re-run of a sweep trains nothing
   new), launches the rest (unfinished ones resume from their last.ckpt inside train()); a folder holding a
@@ -10,7 +10,7 @@ Set by sweeps/_common.yaml (hydra.sweeper._target_). Before launching it compose
 - a signal (SIGTERM, SIGINT) stops launching: the interrupted job records `interrupted`, the report is
   written, and the command exits 128 + the signal's number (the same command resumes);
 - never raises for a failed job: every job of the sweep runs, and the report callback lists failures;
-- refuses, in one line, bad values and Lightning DDP inside a local multirun (allconv_sweep.sweep.check_ddp);
+- refuses, in one line, bad values and Lightning DDP inside a local multirun (allconv_sweep.sweep.plan.check_ddp);
 - the seeds sweep (sweep.from set): jobs are built from another sweep's chosen runs, with more seeds.
 """
 
@@ -57,8 +57,9 @@ class PaperSweeper(BasicSweeper):
             _exit_user_error(err)
 
     def sweep(self, arguments: List[str]) -> Any:
-        from allconv_sweep import sweep as plan_mod
         from allconv_sweep.errors import UserError
+        from allconv_sweep.sweep import follow_up
+        from allconv_sweep.sweep import plan as plan_mod
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         cfg = self.config
@@ -66,12 +67,12 @@ class PaperSweeper(BasicSweeper):
         kind = plan_mod.launcher_kind(cfg)
         try:
             if name == "_common" or OmegaConf.select(cfg, "sweep.name", default=None) is None:
-                from allconv_sweep.cli_checks import group_options
+                from allconv_sweep.config.files import group_options
                 raise UserError("+sweep=_common is the part every sweep shares, not a sweep; choose one of: "
                                 + ", ".join(group_options("sweep") or []))
             sweep_node = cfg.get("sweep") or {}
             if "from" in sweep_node:  # the seeds and final sweeps: jobs from another sweep's chosen runs
-                job_lists: Sequence[Sequence[str]] = plan_mod.seed_jobs(cfg, arguments)
+                job_lists: Sequence[Sequence[str]] = follow_up.seed_jobs(cfg, arguments)
             else:
                 parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
                 parsed = parser.parse_overrides(self._parse_config() + list(arguments))
@@ -87,7 +88,8 @@ class PaperSweeper(BasicSweeper):
             return []
 
         from allconv_sweep import runs
-        from allconv_sweep.errors import RunInterrupted, note_interrupt
+        from allconv_sweep.errors import RunInterrupted
+        from allconv_sweep.interrupts import note_interrupt
 
         try:
             plan_mod.refuse_mismatches(jobs, sweep_dir)
@@ -167,7 +169,7 @@ def _print_config_once(jobs) -> None:
 
 
 def _swept(jobs) -> str:
-    from allconv_sweep.runs import override_key
+    from allconv_sweep.config.identity import override_key
 
     keys = {override_key(o) for j in jobs for o in j.overrides if not o.startswith("hydra.")}
     varying = sorted(k for k in keys if len({next((o for o in j.overrides if override_key(o) == k), None)
@@ -183,7 +185,8 @@ class _signals_raise:
     def __enter__(self):
         import signal
 
-        from allconv_sweep.errors import RunInterrupted, lightning_is_handling_signals
+        from allconv_sweep.errors import RunInterrupted
+        from allconv_sweep.interrupts import lightning_is_handling_signals
 
         def handler(signum, frame):
             if not lightning_is_handling_signals():

@@ -55,17 +55,17 @@ def _short(value: Any) -> str:
 
 def group_options(group: str) -> Optional[list[str]]:
     """The options of a config group in conf/ (or sweeps/ for `sweep`); None if it is no group."""
-    from allconv_sweep import config
+    from allconv_sweep.config import files
 
     if group == "sweep":
         try:
-            root = config.sweeps_dir()
+            root = files.sweeps_dir()
         except FileNotFoundError:
             return None
     else:
         if not group or "/" in group or "\\" in group or group.startswith("."):
             return None
-        root = config.config_dir() / group
+        root = files.config_dir() / group
     if not root.is_dir():
         return None
     return sorted(p.stem for p in root.glob("*.yaml") if not p.stem.startswith("_"))
@@ -85,10 +85,10 @@ def _keep_global_hydra() -> Iterator[None]:
 
 
 def _compose(overrides: list[str]) -> DictConfig:
-    from allconv_sweep import config
+    from allconv_sweep.config.compose import compose
 
     with _keep_global_hydra():
-        return config.compose(overrides)
+        return compose(overrides)
 
 
 # ------------------------------------------------------------------------------- a stored run config

@@ -103,7 +103,7 @@ class ExactResume(L.Callback):
 
     def _csv_state(self, trainer) -> Optional[dict[str, Any]]:
         """{rows: data rows in metrics.csv now, pending: the row Lightning logs right after this checkpoint}."""
-        from allconv_sweep.loggers import ResumableCSVLogger
+        from allconv_sweep.training.loggers import ResumableCSVLogger
 
         csv_loggers = [lg for lg in trainer.loggers if isinstance(lg, ResumableCSVLogger)]
         if not csv_loggers or not trainer.is_global_zero:
@@ -164,7 +164,7 @@ def repair_csv(csv_path: Path, ckpt_path: Path) -> None:
     """Before a resumed start logs anything: metrics.csv as it stood when ``ckpt_path`` was written, plus the
     epoch's training row logged right after it; rows of the start that was cut short go. A checkpoint of an
     earlier version (no such record): the rows of the epochs after its epoch go (the old rule)."""
-    from allconv_sweep.loggers import restore_csv, truncate_csv
+    from allconv_sweep.training.loggers import restore_csv, truncate_csv
 
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     state = (ck.get(KEY) or {}).get("csv") if isinstance(ck, dict) else None

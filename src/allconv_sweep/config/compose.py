@@ -1,81 +1,26 @@
-"""Where the configs live, composing them without @hydra.main, and checks that run before any work."""
+"""Composing our configs without @hydra.main, validating them (the one validation), building a node, and
+the one-line text of a config error."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from allconv_sweep.config import identity as identity_mod
+from allconv_sweep.config.files import config_dir
+from allconv_sweep.config.resolvers import register
 from allconv_sweep.errors import UserError
-
-_PKG = Path(__file__).resolve().parent
-
-
-def _find(name: str) -> Path:
-    """An absolute path derived from the package: the repo's folder (source or editable install), else
-    the copy a wheel installs under <prefix>/share/allconv_sweep/."""
-    for candidate in (_PKG.parents[1] / name, Path(sys.prefix) / "share" / "allconv_sweep" / name):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"allconv_sweep: cannot find its {name}/ folder next to {_PKG}")
-
-
-def register() -> None:
-    """What composing our configs needs in any process (idempotent): the schema in Hydra's ConfigStore and
-    ${allconv.dirname_excludes:}, the override keys a sweep's folder names leave out (conf/hydra/default.yaml),
-    derived from the one list of keys that cannot change a result (allconv_sweep.runs.NEUTRAL_KEYS)."""
-    from allconv_sweep import schema
-
-    schema.register()
-    if not OmegaConf.has_resolver("allconv.dirname_excludes"):
-        from allconv_sweep.runs import dirname_exclude_keys
-        OmegaConf.register_new_resolver("allconv.dirname_excludes", lambda: list(dirname_exclude_keys()))
-    if not OmegaConf.has_resolver("allconv.safe_dirname"):  # hydra.sweep.subdir: a job stays in its sweep folder
-        from allconv_sweep.runs import safe_dirname
-        OmegaConf.register_new_resolver("allconv.safe_dirname", lambda name: safe_dirname(str(name)))
-    if not OmegaConf.has_resolver("allconv.groups_help"):
-        OmegaConf.register_new_resolver("allconv.groups_help", groups_help)
-    # launcher=slurm: gpus_per_job=0 is a CPU job of one task (not 0 devices, 0 tasks)
-    if not OmegaConf.has_resolver("allconv.at_least_one"):
-        OmegaConf.register_new_resolver("allconv.at_least_one", lambda n: max(1, int(n)))
-    if not OmegaConf.has_resolver("allconv.accelerator_for"):
-        OmegaConf.register_new_resolver("allconv.accelerator_for", lambda gpus: "gpu" if int(gpus) > 0 else "cpu")
-    if not OmegaConf.has_resolver("allconv.user"):  # launcher=gpus: one lease folder per user
-        import getpass
-        OmegaConf.register_new_resolver("allconv.user", getpass.getuser)
-    if not OmegaConf.has_resolver("allconv.abspath"):
-        import os
-        OmegaConf.register_new_resolver("allconv.abspath", lambda p: os.path.abspath(str(p)))
-
-
-def groups_help() -> str:
-    """--help's list of the config groups and their options (the schema's internal groups left out)."""
-    from allconv_sweep.cli_checks import group_options
-
-    groups = sorted(p.name for p in config_dir().iterdir() if p.is_dir() and p.name not in ("hydra", "data_model"))
-    lines = [f"{g}: {', '.join(group_options(g) or [])}" for g in groups]
-    lines.append(f"+sweep: {', '.join(group_options('sweep') or [])}   (added, not chosen: +sweep=lr_grid)")
-    return "\n".join(lines)
-
-
-register()
-
-
-def config_dir() -> Path:
-    return _find("conf")
-
-
-def sweeps_dir() -> Path:
-    return _find("sweeps")
 
 
 def compose(overrides: list[str] | None = None, return_hydra_config: bool = False) -> DictConfig:
     """The same config `python -m allconv_sweep <overrides>` would get (tests, notebooks, tools)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return hydra_compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
@@ -127,13 +72,11 @@ def _interpolation_error(e: BaseException) -> UserError:
 
 
 def identity(cfg: DictConfig) -> dict:
-    """runs.identity, with unresolvable values (an unset env variable, a loop) as one-line errors."""
+    """config.identity.identity, with unresolvable values (an unset env variable, a loop) as one-line errors."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from allconv_sweep import runs
-
     try:
-        return runs.identity(cfg)
+        return identity_mod.identity(cfg)
     except (OmegaConfBaseException, RecursionError) as e:
         raise _interpolation_error(e) from None
 
@@ -144,8 +87,7 @@ def _placeholders(cfg: DictConfig) -> DictConfig:
     (a logger's save_dir) can be checked before the run, in the CLI's pre-check and the sweep planner."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from allconv_sweep.runs import is_neutral
-
+    is_neutral = identity_mod.is_neutral
     cfg = cfg.copy()
 
     def walk(node: DictConfig, prefix: str) -> None:
@@ -166,30 +108,13 @@ def _placeholders(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def device_from(name: str):
-    """device=auto | cpu | cuda | cuda:<index> (visualize, evaluate) as a torch.device, or a one-line error."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise UserError(f"device={name!r}; valid: auto, cpu, cuda, cuda:<index>")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name!r} but no GPU is visible; valid here: auto, cpu")
-    return dev
-
-
 def validate(cfg: DictConfig) -> dict[str, Any]:
     """The one validation, after composition (the CLI, the sweep planner, train() and tests call it):
     every value that decides the result resolves, and every schema's range checks pass. Returns the run's
-    identity (runs.identity), which the resolving computed."""
+    identity (config.identity.identity), which the resolving computed."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from allconv_sweep.schema import RunConf, TrainerConf
+    from allconv_sweep.config.schema import RunConf, TrainerConf
 
     ident = identity(cfg)
     cfg = _placeholders(cfg)

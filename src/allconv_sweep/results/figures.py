@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import csv
 import textwrap
-
 from pathlib import Path
 from typing import Any, Optional
 
-from allconv_sweep.runs import FINISHED, Choice
+from allconv_sweep.runs import FINISHED
+from allconv_sweep.runs.choose import Choice
 
 FAMILY_VARIANTS = (("base", "model"), ("strided", "strided_cnn"), ("convpool", "convpool_cnn"), ("all", "all_cnn"))
 VARIANT_LABEL = {"base": "base", "strided": "Strided", "convpool": "ConvPool", "all": "All-CNN"}
@@ -67,7 +67,7 @@ def _suptitle(fig, text: str) -> None:
 
 
 def _label(c: Choice) -> str:
-    from allconv_sweep.report import display_name
+    from allconv_sweep.results.paper import display_name
     return display_name(c.model)
 
 
@@ -141,7 +141,7 @@ def lr_grid(path: Path, choices: list[Choice], rows: list[Any]) -> Optional[dict
 def table3(path: Path, choices: list[Choice]) -> Optional[dict]:
     """Test error per network in the paper's layout, ours beside the paper's. Returns {network: {ours, std,
     paper, seeds, color}}; None when no network has a test error."""
-    from allconv_sweep.report import paper_value
+    from allconv_sweep.results.paper import paper_value
 
     shown = [c for c in choices if c.test_mean is not None]
     if not shown:

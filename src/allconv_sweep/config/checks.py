@@ -1,38 +1,30 @@
-"""Command-line overrides checked before Hydra runs, so that a wrong choice, a typo'd key or an
-unwritable output folder is one line that names the value and what would be valid (Hydra's own
-messages span a dozen lines and end in a stack-trace hint)."""
+"""Command-line overrides checked before Hydra runs (the config part; allconv_sweep.cli adds the folders),
+so that a wrong choice, a typo'd key or an unwritable output folder is one line that names the value and
+what would be valid (Hydra's own messages span a dozen lines and end in a stack-trace hint)."""
 
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from allconv_sweep.config.compose import compose, user_error, validate
+from allconv_sweep.config.files import group_options
 from allconv_sweep.errors import UserError
-from allconv_sweep.runs import ensure_writable
 
 
-def _group_dirs() -> list[Path]:
-    from allconv_sweep import config as c
-    dirs = [c.config_dir()]
-    try:
-        dirs.append(c.sweeps_dir())
-    except FileNotFoundError:
-        pass
-    return dirs
-
-
-def group_options(group: str) -> list[str] | None:
-    """Options of a config group (None if ``group`` is not a group)."""
-    found = None
-    for root in _group_dirs():
-        # sweeps/ may hold the group's files directly (sweeps/lr_grid.yaml for group `sweep`)
-        for d in (root / group, root) if root.name == "sweeps" and group == "sweep" else (root / group,):
-            if d.is_dir() and not (d == root and root.name != "sweeps"):
-                names = sorted(p.stem for p in d.glob("*.yaml") if not p.stem.startswith("_"))
-                found = sorted(set(found or []) | set(names))
-    return found
+@dataclass
+class Checked:
+    """What the pre-check found: the composed config and its identity, the output folders the command will
+    write (probed by the caller, once the config is known good: a refused command writes no folder), the
+    single run's folder, and whether it is a multirun."""
+    cfg: DictConfig
+    ident: dict
+    folders: list[Path]
+    run_dir: Path | None
+    multirun: bool
 
 
 def _suggest(word: str, options: list[str]) -> str:
@@ -40,10 +32,9 @@ def _suggest(word: str, options: list[str]) -> str:
     return f"did you mean {close[0]}? " if close else ""
 
 
-def check_overrides(args: list[str]) -> None:
+def check_config(args: list[str]) -> Checked:
+    """The overrides parsed, their choices and keys checked, the config composed and validated."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from allconv_sweep.config import compose, user_error, validate
 
     multirun = any(a in ("-m", "--multirun") for a in args)
     args = [a for a in args if not a.startswith("-")]
@@ -86,25 +77,10 @@ def check_overrides(args: list[str]) -> None:
     if not any(a.startswith(("hydra.run.dir", "hydra.sweep.dir")) for a in args):
         folders.append(Path("outputs").resolve())
     ident = validate(cfg)  # the schema's checks, once, before Hydra starts (the sweep planner checks every job)
-    for folder in folders:
-        ensure_writable(folder)
-    if run_dir is not None and not multirun and "sweep" not in cfg:
-        check_run_folder(cfg, run_dir, ident)
-
-
-def check_run_folder(cfg: DictConfig, run_dir: Path, ident: dict) -> None:
-    """A single run into an existing folder: refuse before Hydra rewrites its .hydra/config.yaml when the
-    folder holds a run of another config (train() would refuse too, but after the rewrite)."""
-    from allconv_sweep import runs
-
-    state = runs.run_state(run_dir, runs.result_key(ident), ident, resume=bool(cfg.resume))
-    if state.kind == "mismatch":
-        raise UserError(state.refusal(run_dir))
+    return Checked(cfg, ident, folders, run_dir, multirun)
 
 
 def _unknown_key(key: str, simple: list[str]) -> str:
-    from allconv_sweep.config import compose
-
     cfg = compose([s for s in simple if "=" in s and s.split("=")[0].lstrip("+").split(".")[0] in _groups_only(s)])
     parent, _, leaf = key.rpartition(".")
     node = OmegaConf.select(cfg, parent) if parent else cfg

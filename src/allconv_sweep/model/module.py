@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from allconv_sweep.nets import conv_layer_names
+from allconv_sweep.model.nets import conv_layer_names
 
 
 class ImageClassifier(L.LightningModule):
@@ -153,12 +153,12 @@ class ImageClassifier(L.LightningModule):
 def load_checkpoint(ckpt: str | Path, map_location: str | torch.device = "cpu") -> ImageClassifier:
     """The ImageClassifier of a training run, rebuilt from the config its checkpoint carries; weights only
     (torch.load(weights_only=True): a checkpoint is data, never code). The stored config is read through
-    allconv_sweep.records: the network is built from OUR composed model node with the stored values, and
+    allconv_sweep.config.records: the network is built from OUR composed model node with the stored values, and
     the model's config (model.config) is that rebuilt run config. One-line UserError for a missing file,
     one that is not such a checkpoint, or a stored config that names anything else to build."""
     from allconv_sweep.config import build, to_container
+    from allconv_sweep.config.records import run_config_from_record
     from allconv_sweep.errors import UserError
-    from allconv_sweep.records import run_config_from_record
 
     path = Path(ckpt).expanduser()
     valid = "a last.ckpt or best.ckpt written by python -m allconv_sweep (<run>/checkpoints/)"

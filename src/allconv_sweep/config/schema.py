@@ -22,10 +22,11 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
+MIN_IMAGE_SIZE = 59  # all_cnn_imagenet: conv9 (3x3, stride 2, unpadded) needs a 3x3 map
 MAX_INT = 2**31 - 1  # sizes and counts beyond this are typos (and overflow torch's int32 indexing)
 
 
-# model.init (allconv_sweep.nets.init_weights says each law). The functional form: a name may hold a dot.
+# model.init (allconv_sweep.model.nets.init_weights says each law). The functional form: a name may hold a dot.
 INITS = ("caffe_xavier", "caffe_msra", "xavier_uniform", "normal_0.05")
 Init = Enum("Init", {name: name for name in INITS}, type=str)
 
@@ -35,7 +36,7 @@ class Head(str, Enum):
     fc = "fc"       # global average + a linear layer
 
 
-# trainer.precision: Lightning's names (and its integer aliases 32, 16), plus auto (allconv_sweep.precision)
+# trainer.precision: Lightning's names (and its integer aliases 32, 16), plus auto (allconv_sweep.training.precision)
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "auto")
 
 
@@ -66,7 +67,7 @@ def _auto_or_bool(value: Any, key: str) -> None:
 @dataclass
 class ModelConf:
     """conf/model/*.yaml + conf/model_options/default.yaml; instantiate(cfg.model) -> the network."""
-    _target_: str = "allconv_sweep.nets.build_network"
+    _target_: str = "allconv_sweep.model.nets.build_network"
     name: str = MISSING
     family: Optional[str] = None
     variant: Optional[str] = None
@@ -153,8 +154,6 @@ class ImageNetDataConf:
     prefetch_factor: int = 4
 
     def __post_init__(self) -> None:
-        from allconv_sweep.data.imagenet import MIN_IMAGE_SIZE
-
         for key in ("num_classes", "batch_size", "eval_batch_size", "image_size", "resize", "prefetch_factor"):
             _positive(getattr(self, key), f"data.{key}", integer=True)
         _positive(self.num_workers, "data.num_workers", integer=True, zero=True)
@@ -254,7 +253,7 @@ class AdamConf:
 
 @dataclass
 class PaperScheduleConf:
-    _target_: str = "allconv_sweep.schedule.paper_schedule"
+    _target_: str = "allconv_sweep.model.schedule.paper_schedule"
     _partial_: bool = True      # the optimizer and the run's length are bound in configure_optimizers
     milestones: List[float] = field(default_factory=lambda: [200.0, 250.0, 300.0])
     of_epochs: int = 350
@@ -484,8 +483,8 @@ def _describe(annotation: Any) -> str:
 
 @dataclass
 class DivergenceConf:
-    """callbacks.divergence: allconv_sweep.callbacks.DivergenceMonitor."""
-    _target_: str = "allconv_sweep.callbacks.DivergenceMonitor"
+    """callbacks.divergence: allconv_sweep.training.callbacks.DivergenceMonitor."""
+    _target_: str = "allconv_sweep.training.callbacks.DivergenceMonitor"
     num_classes: int = MISSING
     dead_output_fraction: float = 0.01
     dead_output_images: Optional[int] = 100_000
@@ -515,7 +514,7 @@ class NonFiniteStopConf:
 
 @dataclass
 class WandbConf:
-    _target_: str = "allconv_sweep.wandb_utils.make_wandb_logger"
+    _target_: str = "allconv_sweep.training.wandb_run.make_wandb_logger"
     save_dir: str = MISSING
     project: str = "allconv_sweep"
     entity: Optional[str] = None

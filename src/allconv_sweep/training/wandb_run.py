@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional
-
+from typing import Optional
 
 # metrics.json fields copied into the W&B summary under the same names (what a runs table compares)
 SUMMARY_KEYS = ("status", "reason", "result_key", "train_error", "val_error", "test_error", "test_acc",
@@ -36,23 +35,13 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _hydra() -> Optional[Any]:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        return HydraConfig.get() if HydraConfig.initialized() else None
-    except Exception:  # noqa: BLE001 - no Hydra (tests, notebooks)
-        return None
-
-
 def default_group() -> Optional[str]:
     """Any multirun gets a group: the sweep folder's name (with its date for the default
     outputs/multiruns/<date>/<time> layout, where the time alone would be ambiguous)."""
-    from hydra.types import RunMode
+    from allconv_sweep.config import runtime
 
-    hc = _hydra()
-    if hc is None or hc.mode != RunMode.MULTIRUN:
-        return None
-    return group_for(Path(str(hc.sweep.dir)))
+    sweep_dir = runtime.sweep_dir()
+    return None if sweep_dir is None else group_for(sweep_dir)
 
 
 def group_for(sweep_dir: Path) -> str:

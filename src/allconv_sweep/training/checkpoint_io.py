@@ -4,7 +4,7 @@ Lightning's TorchCheckpointIO writes through fsspec, which stages the file in th
 moves it into place: across file systems that move is a copy into checkpoints/best.ckpt itself, and a full
 disk leaves a truncated best.ckpt or last.ckpt, under its real name, in place of the good one. Here the
 checkpoint goes to a hidden temporary name in its own folder and is renamed over the real name only when
-it is whole and on disk (allconv_sweep.files.atomic_write); its mode is the umask's, as every file's.
+it is whole and on disk (allconv_sweep.atomic.atomic_write); its mode is the umask's, as every file's.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from allconv_sweep.files import atomic_write
+from allconv_sweep.atomic import atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

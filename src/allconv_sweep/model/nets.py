@@ -24,8 +24,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from allconv_sweep.config.schema import INITS, Head  # model.init's and model.head's choices: the schema has them
 from allconv_sweep.errors import UserError
-from allconv_sweep.schema import Head, INITS  # model.init's and model.head's choices: the schema has them
 
 LAYER_KINDS = ("conv", "maxpool", "dropout", "global_avg")
 # Weight fillers (biases are always 0, Caffe's default bias_filler: constant 0). fan_in = in_channels x k x k.

@@ -176,7 +176,7 @@ class LeasedTask:
         self.lease_dir = lease_dir
 
     def __call__(self, cfg: Any) -> Any:
-        from hydra.core.hydra_config import HydraConfig
+        from allconv_sweep.config import runtime
 
         slot = acquire(self.slots, self.lease_dir)
         if slot.gpu is not None:
@@ -187,7 +187,7 @@ class LeasedTask:
                 sys.modules["torch"].set_num_threads(threads)
             else:
                 os.environ["OMP_NUM_THREADS"] = str(threads)
-        out = Path(HydraConfig.get().runtime.output_dir)
+        out = runtime.output_dir()
         record = {"slot": slot.name, "gpu": slot.gpu, "slots": len(self.slots), "pid": os.getpid(),
                   "host": socket.gethostname(), "start": time.time(), "end": None}
         _write(out, record)

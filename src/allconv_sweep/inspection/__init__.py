@@ -1,0 +1,1 @@
+"""Looking into a trained network: attribution (backprop, deconvnet, guided backprop), visualize, evaluate."""

@@ -1,0 +1,275 @@
+"""python -m allconv_sweep.stability <sweep dir>: the stability map of a `+sweep=stability` sweep.
+
+For every cell (init, batch size, lr) of the sweep: how many seeds stayed alive (a class score firing on
+the validation images at the last epoch), the epoch each dead run died (the first epoch from which
+val/live_fraction stayed under the dead threshold), the last epoch's training loss and the test accuracy.
+Writes stability.md (the table, and one line per run) and stability.png (a heatmap of the cells and the
+live fraction / loss of every run against images seen) into the sweep folder. Also run by Hydra at the
+end of the sweep (StabilityReport, set in sweeps/stability.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from allconv_sweep.errors import UserError, command
+from allconv_sweep.runs import Unreadable, read_record
+
+STABILITY_MD, STABILITY_PNG = "stability.md", "stability.png"
+DEAD_FRACTION = 0.01  # the DivergenceMonitor's default dead_output_fraction
+# "learning" at the end: the last epoch's training loss clearly below the ln 10 = 2.3026 plateau (a run can
+# be alive, its class scores firing, and still have fallen back onto the plateau: ~2.30)
+PLATEAU_EXIT = 2.29
+
+
+@dataclass
+class Run:
+    job: str
+    init: str
+    batch_size: int
+    lr: float
+    seed: int
+    status: str
+    reason: Optional[str]
+    epochs_run: int
+    train_size: Optional[int]
+    test_acc: Optional[float]
+    epochs: list[int] = field(default_factory=list)          # 1-based
+    live: list[float] = field(default_factory=list)          # val/live_fraction per epoch
+    train_loss: list[float] = field(default_factory=list)    # train/loss_epoch per epoch
+    val_acc: list[float] = field(default_factory=list)
+
+    @property
+    def cell(self) -> tuple[str, int, float]:
+        return (self.init, self.batch_size, self.lr)
+
+    @property
+    def died_epoch(self) -> Optional[int]:
+        """The first epoch from which the validation live fraction stayed under the threshold to the end."""
+        died = None
+        for e, f in zip(self.epochs, self.live):
+            if f < DEAD_FRACTION:
+                died = e if died is None else died
+            else:
+                died = None
+        return died
+
+    @property
+    def alive(self) -> bool:
+        return self.status == "ok" and self.died_epoch is None
+
+    @property
+    def learning(self) -> bool:
+        return self.alive and bool(self.train_loss) and self.train_loss[-1] < PLATEAU_EXIT
+
+    @property
+    def steps_per_epoch(self) -> Optional[int]:
+        return None if not self.train_size else math.ceil(self.train_size / self.batch_size)
+
+
+def _epoch_log(run_dir: Path, epochs_run: int) -> dict[str, dict[int, float]]:
+    """Per-epoch values of the fit (not of the validate/test after it) from csv/metrics.csv."""
+    path = run_dir / "csv" / "metrics.csv"
+    out: dict[str, dict[int, float]] = {"val/live_fraction": {}, "train/loss_epoch": {}, "val/acc": {}}
+    if not path.is_file():
+        return out
+    with open(path, newline="") as f:
+        for rec in csv.DictReader(f):
+            if rec.get("test/acc") or not rec.get("epoch"):
+                continue
+            epoch = int(float(rec["epoch"]))
+            if epoch >= epochs_run:
+                continue
+            for key, values in out.items():
+                if rec.get(key):
+                    values.setdefault(epoch, float(rec[key]))  # the first: the fit's own validation
+    return out
+
+
+def collect(sweep_dir: str | Path) -> list[Run]:
+    from allconv_sweep.config.records import config_values  # a job's config: its values read as data
+
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise UserError(f"{sweep_dir}: no such folder; give the folder of a +sweep=stability run, "
+                        f"e.g. outputs/sweeps/stability")
+    runs = []
+    for d in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "config.yaml").is_file()):
+        try:
+            record = read_record(d)
+        except Unreadable:
+            record = None
+        if record is None:
+            continue  # still running, or killed: nothing to map yet
+        m = record.to_dict()
+        cfg = config_values(d / ".hydra" / "config.yaml", {"model.init": str, "data.batch_size": int,
+                                                          "optimizer.lr": float, "seed": int}, required=True)
+        epochs_run = int(m.get("epochs_run") or 0)
+        log = _epoch_log(d, epochs_run)
+        epochs = sorted(log["val/live_fraction"])
+        runs.append(Run(
+            job=d.name, init=cfg["model.init"], batch_size=cfg["data.batch_size"], lr=cfg["optimizer.lr"],
+            seed=cfg["seed"], status=str(m.get("status")), reason=m.get("reason"), epochs_run=epochs_run,
+            train_size=m.get("train_size"), test_acc=m.get("test_acc"), epochs=[e + 1 for e in epochs],
+            live=[log["val/live_fraction"][e] for e in epochs],
+            train_loss=[log["train/loss_epoch"].get(e, math.nan) for e in epochs],
+            val_acc=[log["val/acc"].get(e, math.nan) for e in epochs]))
+    if not runs:
+        raise UserError(f"{sweep_dir}: no finished run (metrics.json and .hydra/config.yaml) in it")
+    return runs
+
+
+def _cells(runs: list[Run]) -> dict[tuple[str, int, float], list[Run]]:
+    cells: dict[tuple[str, int, float], list[Run]] = {}
+    for r in sorted(runs, key=lambda r: (r.init, r.batch_size, -r.lr, r.seed)):
+        cells.setdefault(r.cell, []).append(r)
+    return cells
+
+
+def _pct(v: Optional[float]) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
+
+
+def render_md(sweep_dir: Path, runs: list[Run]) -> str:
+    cells = _cells(runs)
+    epochs = sorted({r.epochs_run for r in runs})
+    lines = [f"# Stability map: {sweep_dir.name}", "",
+             "All-CNN-C as in the paper (GCN+ZCA, final ReLU, dropout, no batch norm). A run is *alive* when "
+             f"it ended ok with at least {DEAD_FRACTION:.0%} of the validation images firing a class score at "
+             "its last epoch; *died* is the first epoch from which that share stayed under "
+             f"{DEAD_FRACTION:.0%}; *learning* when, alive, its last epoch's training loss is below {PLATEAU_EXIT} "
+             f"(off the ln 10 = 2.303 plateau; a run can be alive and back on it).", "",
+             f"Epochs run: {', '.join(map(str, epochs))}.", "",
+             "| init | batch | lr | alive | learning | died at epoch | last-epoch train loss | live at the end | test acc (mean; per seed) |",
+             "|---|---:|---:|---:|---:|---|---|---|---|"]
+    for (init, bs, lr), rs in cells.items():
+        accs = [r.test_acc for r in rs if r.test_acc is not None]
+        mean = statistics.fmean(accs) if accs else None
+        died = ", ".join(str(r.died_epoch) for r in rs if r.died_epoch is not None) or "-"
+        loss = ", ".join(f"{r.train_loss[-1]:.3f}" if r.train_loss else "-" for r in rs)
+        live = ", ".join(_pct(r.live[-1]) if r.live else "-" for r in rs)
+        lines.append(f"| {init} | {bs} | {lr:g} | {sum(r.alive for r in rs)}/{len(rs)} | {sum(r.learning for r in rs)}/{len(rs)} | "
+                     f"{died} | {loss} | {live} | "
+                     f"{_pct(mean)}; " + ", ".join(_pct(a) for a in accs) + " |")
+    lines += ["", "## Every run", "",
+              "| init | batch | lr | seed | status | epochs | steps/epoch | val live fraction per epoch (%) | train loss per epoch | test acc | note |",
+              "|---|---:|---:|---:|---|---:|---:|---|---|---:|---|"]
+    for r in sorted(runs, key=lambda r: (r.init, r.batch_size, -r.lr, r.seed)):
+        lines.append(f"| {r.init} | {r.batch_size} | {r.lr:g} | {r.seed} | {r.status} | {r.epochs_run} | {r.steps_per_epoch or '-'} | "
+                     + " ".join(f"{100 * f:.0f}" for f in r.live) + " | "
+                     + " ".join(f"{x:.3f}" for x in r.train_loss) + f" | {_pct(r.test_acc)} | "
+                     + (r.reason or "").replace("|", "/") + " |")
+    lines += ["", f"![stability map]({STABILITY_PNG})", ""]
+    return "\n".join(lines)
+
+
+def write_png(path: Path, runs: list[Run]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = _cells(runs)
+    rows = sorted({(i, b) for i, b, _ in cells})
+    cols = sorted({lr for _, _, lr in cells}, reverse=True)
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.5), gridspec_kw={"width_ratios": [1.1, 1, 1]})
+    ax = axes[0]
+    grid = [[math.nan] * len(cols) for _ in rows]
+    for (i, b, lr), rs in cells.items():
+        accs = [r.test_acc for r in rs if r.test_acc is not None]
+        grid[rows.index((i, b))][cols.index(lr)] = 100 * statistics.fmean(accs) if accs else math.nan
+    im = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=10)
+    for (i, b, lr), rs in cells.items():
+        y, x = rows.index((i, b)), cols.index(lr)
+        v = grid[y][x]
+        ax.text(x, y, f"{v:.1f}%\n{sum(r.alive for r in rs)}/{len(rs)} alive, {sum(r.learning for r in rs)} learning",
+                ha="center", va="center",
+                color="white" if v < 14 else "black", fontsize=9)
+    ax.set_xticks(range(len(cols)), [f"lr {c:g}" for c in cols])
+    ax.set_yticks(range(len(rows)), [f"{i}, batch {b}" for i, b in rows])
+    ax.set_title("test accuracy (mean over seeds); seeds alive / learning at the end")
+    fig.colorbar(im, ax=ax, label="test accuracy (%)")
+    colours = {init: plt.get_cmap("tab10")(k) for k, init in enumerate(sorted({r.init for r in runs}))}
+    styles = {bs: s for bs, s in zip(sorted({r.batch_size for r in runs}), ("-", "--", ":", "-."))}
+    for r in runs:
+        if not r.train_size:
+            continue
+        seen = [e * r.train_size / 1000 for e in r.epochs]
+        kw = dict(color=colours[r.init], linestyle=styles[r.batch_size], alpha=0.8,
+                  marker="o" if r.lr == max(cols) else "x", markersize=3)
+        axes[1].plot(seen, [100 * f for f in r.live], **kw)
+        axes[2].plot(seen, r.train_loss, **kw)
+    axes[1].set_ylabel("validation images with a class score > 0 (%)")
+    axes[1].set_title("live class scores")
+    axes[2].axhline(math.log(10), color="gray", linewidth=0.8)
+    axes[2].set_ylabel("training loss (epoch mean); gray: ln 10")
+    axes[2].set_title("training loss")
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], color=c, label=i) for i, c in colours.items()]
+    handles += [Line2D([], [], color="black", linestyle=s, label=f"batch {b}") for b, s in styles.items()]
+    handles += [Line2D([], [], color="black", marker=m, linestyle="", label=f"lr {lr:g}")
+                for lr, m in zip(cols[:2], ("o", "x"))]
+    for ax in axes[1:]:
+        ax.set_xlabel("training images seen (thousands)")
+    axes[1].legend(handles=handles, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(sweep_dir: str | Path, plot: bool = True, echo: bool = True) -> list[Run]:
+    sweep_dir = Path(sweep_dir).resolve()
+    runs = collect(sweep_dir)
+    md = render_md(sweep_dir, runs)
+    (sweep_dir / STABILITY_MD).write_text(md)
+    if plot:
+        write_png(sweep_dir / STABILITY_PNG, runs)
+    if echo:
+        print(md)
+        print(f"stability map: {sweep_dir / STABILITY_MD}" + (f", {sweep_dir / STABILITY_PNG}" if plot else ""))
+    return runs
+
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover
+    Callback = object  # type: ignore[misc,assignment]
+
+
+class StabilityReport(Callback):  # type: ignore[misc]
+    """on_multirun_end of +sweep=stability: the map, then the usual per-job report (failures exit 1)."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
+        from allconv_sweep.results.report import ReportCallback
+
+        if OmegaConf.select(config, "sweep.dry_run", default=False):
+            return
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if sweep_dir.is_dir():
+            try:
+                write(sweep_dir)
+            except UserError as e:
+                print(f"error: {e}", file=sys.stderr)
+        ReportCallback().on_multirun_end(config, **kwargs)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m allconv_sweep.stability",
+                                     description="the stability map of a +sweep=stability folder "
+                                                 "(writes stability.md and stability.png into it)")
+    parser.add_argument("sweep_dir")
+    parser.add_argument("--no-plot", action="store_true")
+    args = parser.parse_args(argv)
+    return command(write, args.sweep_dir, plot=not args.no_plot)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The sweep's report in the trackers its jobs used: one W&B run with Table 3 and the figures, chosen_lr
+flags in each job's W&B summary, and TensorBoard's figures and hparams."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from allconv_sweep import runs
+from allconv_sweep.results.dashboard import wandb_settings
+from allconv_sweep.results.figures import FIGURES as FIGURE_KEYS
+
+
+def log_report(sweep_dir: Path, result: dict[str, Any]) -> None:
+    """After the sweep's report: its W&B report run and chosen_lr flags, and its TensorBoard figures and
+    hparams, for whichever of the two the jobs used. Failures are printed, never raised: the report exists."""
+    rows, choices = result["rows"], result["choices"]
+    try:
+        settings = wandb_settings(sweep_dir, rows)
+        if settings is not None:
+            _wandb_report_run(sweep_dir, settings, choices, result.get("figures") or {})
+            _wandb_chosen_flags(sweep_dir, settings, rows, choices)
+        if any((Path(r.path) / "tensorboard").is_dir() for r in rows if r.path is not None):
+            _tensorboard(sweep_dir, rows, choices)
+    except Exception as e:  # noqa: BLE001 - the report is written; the trackers are a copy of it
+        print(f"warning: could not log the report to the trackers ({type(e).__name__}: {e})", file=sys.stderr)
+
+
+def _mode(settings: dict) -> str:
+    from allconv_sweep.training.wandb_run import resolve_mode
+    return resolve_mode(settings.get("mode"))
+
+
+def table3_rows(choices: list) -> tuple[list[str], list[list[Any]]]:
+    """The comparison as rows: network, data, lr, protocol, seeds, ours (mean, std), paper, difference, params."""
+    from allconv_sweep.results.paper import display_name, paper_value
+
+    columns = ["network", "data", "augment", "setting", "lr", "protocol", "seeds", "test_error_pct",
+               "test_error_std_pct", "paper_test_error_pct", "ours_minus_paper", "num_params"]
+    data = []
+    for c in choices:
+        ours = None if c.test_mean is None else round(100 * c.test_mean, 3)
+        paper = paper_value(c)
+        data.append([display_name(c.model), c.data, c.augment, c.setting, c.lr, c.protocol, len(c.test_errors), ours,
+                     None if c.test_std is None else round(100 * c.test_std, 3), paper,
+                     None if ours is None or paper is None else round(ours - paper, 3), c.num_params])
+    return columns, data
+
+
+def _wandb_report_run(sweep_dir: Path, settings: dict, choices: list, figures: dict) -> None:
+    import wandb
+
+    columns, data = table3_rows(choices)
+    run = wandb.init(project=settings["project"], entity=settings.get("entity"), group=settings["group"],
+                     job_type="report", name=f"{settings['group']}: report", dir=str(sweep_dir),
+                     mode=_mode(settings), reinit="finish_previous",
+                     config={"sweep_dir": str(sweep_dir), "jobs": len(choices)})
+    logged = {"table3": wandb.Table(columns=columns, data=data)}
+    for name in figures:
+        logged[FIGURE_KEYS.get(name, name)] = wandb.Image(str(sweep_dir / name))
+    run.log(logged)
+    run.finish()
+
+
+def _wandb_chosen_flags(sweep_dir: Path, settings: dict, rows: list, choices: list) -> None:
+    """chosen_lr: true/false in each job's W&B summary. Only jobs whose flag changed since the last report
+    are touched (each is one resume of its W&B run, ~2 s offline)."""
+    import wandb
+
+    chosen = {id(r) for c in choices for r in c.rows}
+    manifest = runs.read_manifest(sweep_dir)
+    done = manifest.get("wandb_chosen_lr", {})
+    for r in rows:
+        flag = id(r) in chosen
+        if not r.wandb_run_id or r.status not in runs.FINISHED or done.get(r.job) == flag:
+            continue
+        run = wandb.init(project=settings["project"], entity=settings.get("entity"), id=r.wandb_run_id,
+                         resume="allow", dir=str(r.path), mode=_mode(settings), reinit="finish_previous",
+                         settings=wandb.Settings(silent=True))  # a flag per job, not a banner per job
+        run.summary["chosen_lr"] = flag
+        run.finish()
+        done[r.job] = flag
+    manifest["wandb_chosen_lr"] = done
+    runs.write_json(sweep_dir / runs.MANIFEST, manifest)
+
+
+def _tensorboard(sweep_dir: Path, rows: list, choices: list) -> None:
+    import matplotlib.image
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(sweep_dir / "tensorboard"))
+    for name in FIGURE_KEYS:
+        if (sweep_dir / name).is_file():
+            writer.add_image(f"report/{FIGURE_KEYS[name]}", matplotlib.image.imread(sweep_dir / name)[..., :3],
+                             dataformats="HWC")
+    chosen = {id(r) for c in choices for r in c.rows}
+    for r in rows:
+        if r.status not in runs.FINISHED:
+            continue
+        hparams = {"model": r.model, "variant": r.variant or "", "lr": r.lr, "seed": r.seed,
+                   "batch_size": r.batch_size or 0, "chosen_lr": id(r) in chosen, "setting": r.setting}
+        metrics = {"hparam/val_error": r.val_error if r.val_error is not None else float("nan"),
+                   "hparam/test_error": r.test_error if r.test_error is not None else float("nan")}
+        writer.add_hparams(hparams, metrics, run_name=r.job)
+    writer.close()

@@ -1,0 +1,27 @@
+"""Records of runs: a run folder's files (run.json, metrics.json: the RunRecord), whether its run is
+finished (state, lock), and a sweep folder's manifest (sweep.json). What a run *is* (its identity and
+result key) is the config's fact: allconv_sweep.config.identity."""
+
+from allconv_sweep.runs.files import Unreadable, ensure_writable, read_json, write_json
+from allconv_sweep.runs.manifest import read_manifest, write_manifest
+from allconv_sweep.runs.record import (
+                                       FINISHED,
+                                       LOCK_FILE,
+                                       MANIFEST,
+                                       METRICS_FILE,
+                                       REPORT_STATUSES,
+                                       RUN_FILE,
+                                       STATUSES,
+                                       RunRecord,
+                                       git_commit,
+                                       read_record,
+                                       read_run_info,
+                                       versions,
+                                       write_record,
+)
+from allconv_sweep.runs.state import RunState, lock, run_state
+
+__all__ = ["FINISHED", "LOCK_FILE", "MANIFEST", "METRICS_FILE", "REPORT_STATUSES", "RUN_FILE", "STATUSES",
+           "RunRecord", "RunState", "Unreadable", "ensure_writable", "git_commit", "lock", "read_json",
+           "read_manifest", "read_record", "read_run_info", "run_state", "versions", "write_json", "write_manifest",
+           "write_record"]

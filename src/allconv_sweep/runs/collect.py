@@ -1,0 +1,144 @@
+"""Reading a sweep folder back: every job it holds or planned, with its record or as missing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from allconv_sweep.config.identity import is_neutral, override_key, result_key
+from allconv_sweep.errors import UserError
+from allconv_sweep.runs.files import Unreadable
+from allconv_sweep.runs.manifest import read_manifest
+from allconv_sweep.runs.record import MANIFEST, METRICS_FILE, RUN_FILE, RunRecord, read_record, read_run_info
+
+# Shown in their own columns, so not part of a run's "setting". data.val_size is the protocol: the lr
+# selection runs hold out validation images, the final runs (+sweep=final) train on all (val_size=0).
+VARYING_KEYS = {"optimizer.lr", "seed", "model", "data", "augment", "data.val_size"}
+# Identity keys a run's lr, seed and protocol set: left out of the config digest that groups runs.
+VARYING_IDENTITY = {"optimizer.lr", "seed", "data.val_size"}
+
+
+@dataclass
+class Row(RunRecord):
+    """One job of the sweep: its RunRecord (status "missing" when it left none), where it is, and what
+    sets it apart from the folder's other runs."""
+    job: str = ""
+    path: Path = Path(".")
+    setting: str = ""       # overrides that set this run apart from the others, beyond model/data/augment/lr/seed
+    digest: str = "unknown"  # its config (run.json identity) minus lr, seed and protocol
+
+    @property
+    def settings(self) -> list[str]:
+        return sorted(o for o in self.overrides if override_key(o) not in VARYING_KEYS and not is_neutral(override_key(o)))
+
+    @property
+    def group(self) -> tuple:
+        return (self.data, self.augment, self.model, self.setting)
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(d for d in sweep_dir.iterdir()
+                  if d.is_dir() and any((d / f).exists() for f in (METRICS_FILE, RUN_FILE, ".hydra")))
+
+
+def collect(sweep_dir: str | Path) -> list[Row]:
+    """Every job the folder holds or the sweep planned (sweep.json), with its record or as missing."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise UserError(f"{sweep_dir}: no such folder; give a sweep folder, e.g. outputs/sweeps/pooling_ablation")
+    planned = read_manifest(sweep_dir).get("jobs", {})
+    names = {d.name: d for d in _job_dirs(sweep_dir)}
+    for sub in planned:
+        names.setdefault(sub, sweep_dir / sub)
+    is_sweep = planned or (sweep_dir / "multirun.yaml").is_file() or any((d / METRICS_FILE).is_file() for d in names.values())
+    if not names or not is_sweep:
+        raise UserError(f"{sweep_dir}: not a sweep folder (no job folders with {METRICS_FILE} or .hydra/, "
+                        f"no {MANIFEST}); give the folder a sweep wrote, e.g. outputs/sweeps/pooling_ablation")
+    rows = [_row(name, path, planned.get(name, {})) for name, path in sorted(names.items())]
+    common = set(common_settings(rows))
+    for r in rows:
+        r.setting = " ".join(o for o in r.settings if o not in common)
+    # runs with the same overrides but another config (an edited YAML, another version's defaults) are
+    # never averaged together: they get the config's digest in their setting
+    by_group: dict[tuple, set[str]] = {}
+    for r in rows:
+        by_group.setdefault(r.group, set()).add(r.digest)
+    for r in rows:
+        if len(by_group[r.group]) > 1:
+            r.setting = (r.setting + " " if r.setting else "") + f"[config {r.digest[:8]}]"
+    return rows
+
+
+def common_settings(rows: list[Row]) -> list[str]:
+    """Overrides every job of the folder shares (a short schedule, a data subset, ...): the report's header."""
+    return sorted(set.intersection(*(set(r.settings) for r in rows))) if rows else []
+
+
+def _digest(path: Path) -> str:
+    info = read_run_info(path)
+    ident = (info or {}).get("identity")
+    if not isinstance(ident, dict):
+        return "unknown"
+    return result_key({k: v for k, v in ident.items() if k not in VARYING_IDENTITY})
+
+
+def _row(name: str, path: Path, plan: dict) -> Row:
+    try:
+        record = read_record(path)
+        damaged = None
+    except Unreadable as e:
+        record, damaged = None, str(e)
+    if record is not None:
+        data = record.to_dict()
+        data["overrides"] = list(data.get("overrides") or plan.get("overrides") or _overrides_file(path))
+        return Row(**data, job=name, path=path, digest=_digest(path))
+    # no (readable) metrics.json: the job never ran, is still running, or died without a record
+    info = {k: v for k, v in plan.items() if k in RunRecord.__dataclass_fields__ and k not in ("status", "reason")}
+    if (path / ".hydra" / "config.yaml").is_file():  # values read as data (allconv_sweep.config.records)
+        from allconv_sweep.config.records import config_values
+        values = config_values(path / ".hydra" / "config.yaml", {
+            "model.name": str, "model.family": str, "model.variant": str, "data.name": str, "augment.name": str,
+            "optimizer.lr": float, "seed": int})
+        for field_, key in (("model", "model.name"), ("family", "model.family"), ("variant", "model.variant"),
+                            ("data", "data.name"), ("augment", "augment.name"), ("lr", "optimizer.lr"),
+                            ("seed", "seed")):
+            info.setdefault(field_, values[key])
+    started = (path / ".hydra").is_dir() or (path / RUN_FILE).is_file()
+    if damaged:
+        reason = f"{damaged}: its result is unknown"
+    elif plan.get("reason"):  # the sweep saw it end (a SLURM job cancelled, killed, ...)
+        reason = str(plan["reason"])
+    elif err := _logged_error(path):  # stopped by bad input: the one line it printed
+        reason = err
+    else:
+        reason = f"no {METRICS_FILE}: " + ("started but never finished (running, killed, or stopped by an error: "
+                                           "see the job's .log)" if started else "never started")
+    reason += "; last.ckpt present, a re-run resumes it" if (path / "checkpoints" / "last.ckpt").is_file() else ""
+    info["overrides"] = list(info.get("overrides") or _overrides_file(path))
+    info["lr"] = _f(info.get("lr"))
+    return Row(status="missing", reason=reason, **info, job=name, path=path, digest=_digest(path))
+
+
+def _logged_error(path: Path) -> Optional[str]:
+    """The last one-line error a job printed to its log (Hydra writes <job dir>/<job name>.log)."""
+    for log in sorted(path.glob("*.log")):
+        try:
+            lines = [ln.split("error: ", 1)[1] for ln in log.read_text(errors="replace").splitlines() if "error: " in ln]
+        except OSError:
+            continue
+        if lines:
+            return lines[-1].strip()
+    return None
+
+
+def _overrides_file(path: Path) -> list[str]:
+    from allconv_sweep.config.records import read_overrides_file  # shown as text; checked before any is composed
+    return read_overrides_file(path / ".hydra" / "overrides.yaml")
+
+
+def _f(v: Any) -> Optional[float]:
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,147 @@
+"""What a run was: the RunRecord its metrics.json holds (written once, at the end), run.json (written at the
+start: result key, identity, overrides, W&B run id), and the versions and commit that made it.
+
+Files of a run folder (all written atomically, JSON without NaN):
+  run.json      at the start: result key, identity, overrides, W&B run id (kept across resumes)
+  metrics.json  at the end: the RunRecord (status, accuracies, ... and the result key)
+A sweep folder holds sweep.json, the manifest of the jobs every run of the sweep planned (runs/manifest.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from allconv_sweep.runs.files import Unreadable, read_json, write_json
+
+METRICS_FILE = "metrics.json"
+RUN_FILE = "run.json"
+MANIFEST = "sweep.json"
+LOCK_FILE = ".lock"
+
+# What a run folder's metrics.json can say. ok and diverged are results (the sweep skips them);
+# failed (a crash) and interrupted (a signal; last.ckpt kept) are re-run, resuming where they can.
+FINISHED = ("ok", "diverged")
+STATUSES = ("ok", "diverged", "failed", "interrupted")
+# The report's view adds a job the sweep planned that left no metrics.json.
+REPORT_STATUSES = STATUSES + ("missing",)
+
+# ----------------------------------------------------------------------------------------------- record
+
+@dataclass
+class RunRecord:
+    """One run: what metrics.json holds, what the sweep plans (status "missing" until it ran), what the
+    report reads. Accuracies and errors are fractions; *_error = 1 - *_acc."""
+    status: str
+    reason: Optional[str] = None
+    result_key: Optional[str] = None
+    model: Optional[str] = None
+    family: Optional[str] = None
+    variant: Optional[str] = None
+    data: Optional[str] = None
+    preprocess: Optional[str] = None
+    augment: Optional[str] = None
+    lr: Optional[float] = None
+    seed: Optional[int] = None
+    batch_size: Optional[int] = None
+    num_params: Optional[int] = None
+    epochs_run: Optional[int] = None
+    max_epochs: Optional[int] = None
+    train_size: Optional[int] = None          # images per split: what the result was fitted on
+    val_size: Optional[int] = None
+    test_size: Optional[int] = None
+    images_seen: Optional[int] = None         # training images over the whole run (all ranks)
+    train_acc: Optional[float] = None         # the last epoch's, in training mode (dropout on)
+    train_error: Optional[float] = None
+    val_acc: Optional[float] = None           # the final model's
+    val_error: Optional[float] = None
+    test_acc: Optional[float] = None          # the final model's: the reported number
+    test_error: Optional[float] = None
+    best_val_test_acc: Optional[float] = None  # the best-validation checkpoint's test accuracy
+    best_val_test_error: Optional[float] = None
+    val_acc_top5: Optional[float] = None
+    test_acc_top5: Optional[float] = None
+    val_live_fraction: Optional[float] = None  # validation images with any class score > 0, final model
+    wall_time_s: Optional[float] = None       # over all starts of a resumed run (to its checkpoint, or signal)
+    wall_time_this_start_s: Optional[float] = None  # the start that wrote this record
+    train_images_per_s: Optional[float] = None
+    world_size: Optional[int] = None          # batch_size is per device: global batch = batch_size x world_size
+    resumed_from: Optional[str] = None
+    output_dir: Optional[str] = None
+    overrides: list[str] = field(default_factory=list)
+    device: Optional[str] = None
+    precision: Optional[str] = None           # what ran (Lightning runs 16-mixed as bf16-mixed on a CPU)
+    precision_requested: Optional[str] = None
+    precision_reason: Optional[str] = None    # why (trainer.precision=auto: the hardware's native bf16 or not)
+    cpu: Optional[str] = None                 # the CPU's model and its speed-relevant flags (CPU runs)
+    slurm_job_id: Optional[str] = None
+    wandb_run_id: Optional[str] = None
+    versions: dict[str, str] = field(default_factory=dict)
+    git_commit: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.status not in REPORT_STATUSES:
+            raise ValueError(f"status {self.status!r}; valid: {', '.join(REPORT_STATUSES)}")
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunRecord":
+        """Tolerant of records of earlier versions: unknown keys are ignored, missing ones are None."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if kwargs.get("status") not in REPORT_STATUSES:
+            kwargs["status"] = "failed"
+            kwargs["reason"] = f"unknown status {data.get('status')!r} in {METRICS_FILE}"
+        return cls(**kwargs)
+
+
+def write_record(run_dir: str | Path, record: RunRecord) -> Path:
+    if record.status not in STATUSES:
+        raise ValueError(f"a run's {METRICS_FILE} cannot say {record.status!r}")
+    return write_json(Path(run_dir) / METRICS_FILE, record.to_dict())
+
+
+def read_record(run_dir: str | Path) -> Optional[RunRecord]:
+    """The run's RunRecord; None when it has none; Unreadable when metrics.json is damaged."""
+    data = read_json(Path(run_dir) / METRICS_FILE)
+    return None if data is None else RunRecord.from_dict(data)
+
+
+def read_run_info(run_dir: str | Path) -> Optional[dict[str, Any]]:
+    """run.json, or None when absent or damaged (then the run's config is unknown)."""
+    try:
+        return read_json(Path(run_dir) / RUN_FILE)
+    except Unreadable:
+        return None
+
+
+def versions() -> dict[str, str]:
+    import hydra
+    import lightning
+    import torch
+    import torchvision
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "lightning": lightning.__version__, "hydra": hydra.__version__}
+
+
+def git_commit() -> Optional[str]:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

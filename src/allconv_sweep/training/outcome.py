@@ -1,0 +1,131 @@
+"""How a run ended, as its record: ok or diverged, the final and best-validation metrics, and metrics.json
+(the RunRecord) written and sent to the trackers."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+from omegaconf import DictConfig
+
+from allconv_sweep import runs
+from allconv_sweep.model.module import ImageClassifier
+from allconv_sweep.model.nets import count_parameters
+from allconv_sweep.runs import RunRecord
+from allconv_sweep.training import precision
+from allconv_sweep.training.callbacks import DivergenceMonitor
+from allconv_sweep.training.run_folder import readable_checkpoint
+
+log = logging.getLogger(__name__)
+
+BEST_TEST = "best_val_ckpt_test"  # the best-validation checkpoint's test metrics are logged under this prefix
+
+
+def run_status(divergence: Optional[DivergenceMonitor], nonfinite, num_classes: int) -> tuple[str, Optional[str]]:
+    """ok, or diverged with the reason (a result either way: exit 0)."""
+    if divergence is not None and divergence.reason:
+        return "diverged", divergence.reason
+    # stopping_reason, not stopped_epoch: a NaN in the first epoch stops at epoch 0
+    if nonfinite is not None and nonfinite.stopping_reason == EarlyStoppingReason.NON_FINITE_METRIC:
+        return "diverged", nonfinite.stopping_reason_message
+    if divergence is not None and divergence.dead_at_end:  # died before the window closed: not an ok result
+        return "diverged", (f"final ReLU dead at the end: {divergence.live_fraction:.1%} of images had any class "
+                            f"score > 0 (loss at ln {num_classes})")
+    return "ok", None
+
+
+def final_validation(trainer: L.Trainer, model: ImageClassifier, dm, has_val: bool) -> dict[str, float]:
+    """The final model's validation metrics: those of the fit's last epoch when it validated after
+    training the last epoch (the usual case), else one validate() pass (a resumed run that had finished
+    fitting, an epoch cut short by an early stop)."""
+    if not has_val:
+        return {}
+    last = model.last_validation
+    if last is not None and last[0] == trainer.current_epoch - 1 and last[1] == trainer.global_step:
+        return last[2]
+    return trainer.validate(model, datamodule=dm, verbose=False)[0]
+
+
+def best_val_checkpoint(checkpoint: Optional[ModelCheckpoint], trainer: L.Trainer, wanted: bool) -> Optional[str]:
+    """The best-validation checkpoint when it is another epoch's than the final model's, else None."""
+    path = checkpoint.best_model_path if checkpoint is not None else None
+    if not wanted or not path or not Path(path).is_file():
+        return None
+    epoch = readable_checkpoint(Path(path))
+    return None if epoch == trainer.current_epoch - 1 else path
+
+
+def used_batch_size(cfg: DictConfig, dm, world_size: int) -> int:
+    """data.batch_size, or the training images each process has when they are fewer: one batch is then
+    all of them, and that is the batch size the run used (and records)."""
+    asked, n = int(cfg.data.batch_size), dm.describe().get("train")
+    return min(asked, -(-n // max(1, world_size))) if n else asked
+
+
+def _err(acc: Optional[float]) -> Optional[float]:
+    return None if acc is None else 1.0 - acc
+
+
+def _slurm_job_id() -> Optional[str]:
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
+def record_run(*, cfg, model, output_dir, key, info, trainer, throughput, divergence, dm, exact, resumed_from,
+            overrides, precision_reason, status, reason, final) -> dict[str, Any]:
+    def f(name: str) -> Optional[float]:
+        v = final.get(name)
+        return None if v is None else float(v)
+
+    train_acc = throughput.train_acc if throughput is not None else None
+    val_acc, test_acc, best = f("val/acc"), f("test/acc"), f(f"{BEST_TEST}/acc")
+    images_per_s = throughput.images_per_s if throughput is not None else None  # per process (DDP: x world size)
+    sizes = dm.describe()
+    record = RunRecord(
+        status=status, reason=reason, result_key=key,
+        model=cfg.model.name, family=cfg.model.get("family"), variant=cfg.model.get("variant"),
+        data=cfg.data.name, preprocess=cfg.preprocess.name, augment=cfg.augment.name,
+        lr=float(cfg.optimizer.lr), seed=int(cfg.seed), batch_size=used_batch_size(cfg, dm, trainer.world_size),
+        num_params=count_parameters(model.net),
+        epochs_run=int(trainer.current_epoch), max_epochs=int(cfg.trainer.max_epochs),
+        train_size=sizes.get("train"), val_size=sizes.get("val", 0), test_size=sizes.get("test"),
+        images_seen=divergence.images_seen if divergence is not None else None,
+        train_acc=train_acc, train_error=_err(train_acc), val_acc=val_acc, val_error=_err(val_acc),
+        test_acc=test_acc, test_error=_err(test_acc), best_val_test_acc=best, best_val_test_error=_err(best),
+        val_acc_top5=f("val/acc_top5"), test_acc_top5=f("test/acc_top5"), val_live_fraction=f("val/live_fraction"),
+        **exact.wall_times(),  # over all starts (resumed: up to the checkpoint or signal), and this one's
+        train_images_per_s=None if images_per_s is None else images_per_s * trainer.world_size,
+        world_size=trainer.world_size, resumed_from=resumed_from, output_dir=str(output_dir), overrides=overrides,
+        # what ran, which is not always what was asked: Lightning runs 16-mixed as bf16-mixed on a CPU
+        device=str(trainer.strategy.root_device), precision=str(trainer.precision),
+        precision_requested=str(cfg.trainer.precision), precision_reason=precision_reason,
+        cpu=precision.read_cpu().describe() if trainer.strategy.root_device.type == "cpu" else None,
+        slurm_job_id=_slurm_job_id(),
+        wandb_run_id=info.get("wandb_run_id") if any(_is_wandb(lg) for lg in trainer.loggers) else None,
+        versions=runs.versions(), git_commit=runs.git_commit(),
+    )
+    if trainer.is_global_zero:
+        runs.write_record(output_dir, record)
+    return record.to_dict()
+
+
+def _is_wandb(logger) -> bool:
+    return logger.__class__.__name__ == "WandbLogger"
+
+
+def finish_loggers(trainer, metrics: dict) -> None:
+    """The run's summary into W&B and its run closed. A failure here (the W&B service killed with the job
+    by SLURM's SIGTERM, say) is logged, never raised: it must not replace how the run ended."""
+    for lg in trainer.loggers:
+        if _is_wandb(lg):
+            from allconv_sweep.training.wandb_run import finish_wandb
+            try:
+                finish_wandb(lg, metrics)
+            except Exception as e:  # noqa: BLE001 - see above
+                log.warning("could not finish the W&B run (%s: %s); run `wandb sync` on its folder later",
+                            type(e).__name__, e)
