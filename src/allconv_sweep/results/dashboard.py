@@ -29,10 +29,9 @@ from typing import Any, Optional
 from allconv_sweep import runs
 from allconv_sweep.errors import UserError, command
 from allconv_sweep.results.figures import FIGURES
-from allconv_sweep.runs.collect import collect
+from allconv_sweep.results.tables import read_sweep, table3_section
 
 WORKSPACE_JSON, REPORT_JSON = "wandb_workspace.json", "wandb_report.json"
-FIGURE_KEYS = FIGURES
 RUNS_TABLE = ["config:model.name", "config:model.variant", "config:optimizer.lr", "config:seed", "summary:status",
               "summary:chosen_lr", "summary:val_error", "summary:test_error"]
 PARALLEL = [("config", "model.family"), ("config", "model.variant"), ("config", "optimizer.lr"),
@@ -56,11 +55,11 @@ def wandb_settings(sweep_dir: Path, rows: list) -> Optional[dict[str, Any]]:
     return None
 
 
-def spec(sweep_dir: Path, settings: dict, entity: Optional[str]) -> dict[str, Any]:
+def spec(sweep_dir: Path, settings: dict, entity: Optional[str], choices: list) -> dict[str, Any]:
     """The workspace and the report, declared (the JSON written offline; build_* turns it into objects)."""
     group = settings["group"]
-    table = _table3_markdown(sweep_dir)
-    figures = [key for name, key in FIGURE_KEYS.items() if (sweep_dir / name).is_file()]
+    table = "\n".join(table3_section(choices)).strip()
+    figures = [f.key for f in FIGURES if (sweep_dir / f.file).is_file()]
     return {
         "workspace": {
             "entity": entity, "project": settings["project"], "group": group,
@@ -88,15 +87,6 @@ def spec(sweep_dir: Path, settings: dict, entity: Optional[str]) -> dict[str, An
             ],
         },
     }
-
-
-def _table3_markdown(sweep_dir: Path) -> str:
-    """The Table 3 section of results.md (the report wrote it), for the W&B Report."""
-    from allconv_sweep.results.tables import RESULTS_MD
-
-    md = (sweep_dir / RESULTS_MD).read_text() if (sweep_dir / RESULTS_MD).is_file() else ""
-    sections = md.split("\n### ")
-    return "\n".join("### " + s.split("\n## ")[0].strip() for s in sections[1:])
 
 
 def build_workspace(w: dict):
@@ -145,7 +135,7 @@ def dashboard(sweep_dir: str | Path, echo: bool = True) -> dict[str, Any]:
     from allconv_sweep.training.wandb_run import has_credentials, resolve_mode
 
     sweep_dir = Path(sweep_dir).resolve()
-    rows = collect(sweep_dir)
+    rows, choices = read_sweep(sweep_dir)
     settings = wandb_settings(sweep_dir, rows)
     if settings is None:
         raise UserError(f"{sweep_dir}: none of its jobs logged to W&B (run the sweep with logger=wandb)")
@@ -154,7 +144,7 @@ def dashboard(sweep_dir: str | Path, echo: bool = True) -> dict[str, Any]:
     if online and not entity:
         import wandb
         entity = wandb.Api().default_entity
-    declared = spec(sweep_dir, settings, entity or "<your W&B entity>")
+    declared = spec(sweep_dir, settings, entity or "<your W&B entity>", choices)
     workspace, report = build_workspace(declared["workspace"]), None
     if online:
         report = build_report(declared["report"])
