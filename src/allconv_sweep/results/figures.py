@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from allconv_sweep.results.paper import FAMILIES, PAPER_TABLE3, display_name, paper_value
 from allconv_sweep.runs import FINISHED
 from allconv_sweep.runs.choose import LrChoice
 
@@ -65,7 +66,6 @@ def _suptitle(fig, text: str) -> None:
 
 
 def _label(c: LrChoice) -> str:
-    from allconv_sweep.results.paper import display_name
     return display_name(c.model)
 
 
@@ -139,7 +139,6 @@ def lr_grid(path: Path, choices: list[LrChoice], rows: list[Any]) -> Optional[di
 def table3(path: Path, choices: list[LrChoice]) -> Optional[dict]:
     """Test error per network in the paper's layout, ours beside the paper's. Returns {network: {ours, std,
     paper, seeds, color}}; None when no network has a test error."""
-    from allconv_sweep.results.paper import PAPER_TABLE3, paper_value
 
     shown = [c for c in choices if c.test_mean is not None]
     if not shown:
@@ -151,7 +150,7 @@ def table3(path: Path, choices: list[LrChoice]) -> Optional[dict]:
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(shown) + 2), 4.8))
     data, xs, values = {}, [], []
     for i, c in enumerate(shown):
-        x = i + (i // 4) * 0.5 if all(c2.family in ("A", "B", "C") for c2 in shown) else i  # A | B | C gaps
+        x = i + (i // 4) * 0.5 if all(c2.family in FAMILIES for c2 in shown) else i  # A | B | C gaps
         ours, std, paper = 100 * c.test_mean, 100 * (c.test_std or 0.0), paper_value(c)
         ax.bar(x - 0.2, ours, width=0.4, color=colors[id(c)], yerr=std if c.test_std is not None else None, capsize=3,
                hatch="//" if c.statuses - {"ok"} else None, edgecolor="black", linewidth=0.5)

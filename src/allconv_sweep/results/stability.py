@@ -5,7 +5,9 @@ the validation images at the last epoch), the epoch each dead run died (the firs
 val/live_fraction stayed under the dead threshold), the last epoch's training loss and the test accuracy.
 Writes stability.md (the table, and one line per run) and stability.png (a heatmap of the cells and the
 live fraction / loss of every run against images seen) into the sweep folder. Also run by Hydra at the
-end of the sweep (StabilityReport, set in sweeps/stability.yaml).
+end of the sweep (StabilityReport, set in sweeps/stability.yaml), before the usual report.
+The sweep is read as the report reads it (runs/collect.py: each job's record, and its run.json identity for
+model.init, data.batch_size and the DivergenceMonitor's dead threshold); the epoch logs by figures.epoch_values.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class JobStability:
 
     @property
     def init(self) -> str:
-        return str(self.result.identity.get("model.init"))
+        return str(self.result.identity["model.init"])
 
     @property
     def batch_size(self) -> int:  # the sweep's (the record's is what the run used: fewer when the data is)
@@ -77,12 +79,6 @@ class JobStability:
     def learning(self) -> bool:
         return self.alive and bool(self.train_loss) and self.train_loss[-1] < PLATEAU_EXIT
 
-    @property
-    def steps_per_epoch(self) -> Optional[int]:
-        if self.result.steps_per_epoch is not None:
-            return self.result.steps_per_epoch
-        return None if not self.train_size else math.ceil(self.train_size / self.batch_size)  # earlier records
-
 
 def collect_map(sweep_dir: str | Path) -> list[JobStability]:
     """The sweep's finished jobs (the report's collect) with their epoch logs."""
@@ -92,14 +88,14 @@ def collect_map(sweep_dir: str | Path) -> list[JobStability]:
                         f"e.g. outputs/sweeps/stability")
     runs = []
     for r in collect(sweep_dir):
-        if r.status == "missing":
-            continue  # still running, or killed: nothing to map yet
+        if r.status == "missing" or not r.identity:
+            continue  # still running, or killed (or no run.json: its cell unknown): nothing to map yet
         log = epoch_values(r.path, ("val/live_fraction", "train/loss_epoch"), int(r.epochs_run or 0))
         epochs = sorted(log["val/live_fraction"])
         runs.append(JobStability(r, epochs=[e + 1 for e in epochs], live=[log["val/live_fraction"][e] for e in epochs],
                                  train_loss=[log["train/loss_epoch"].get(e, math.nan) for e in epochs]))
     if not runs:
-        raise UserError(f"{sweep_dir}: no finished run (metrics.json) in it")
+        raise UserError(f"{sweep_dir}: no finished run (metrics.json and run.json) in it")
     return runs
 
 

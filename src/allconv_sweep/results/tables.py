@@ -78,7 +78,7 @@ def table3_md(choices: list[LrChoice]) -> list[str]:
         out += [f"### {title}", ""]
         if paper_here:
             out += ["Each cell: ours (paper, ours − paper). Ours: the chosen lr's test error, mean ± std over seeds.", ""]
-        out += ["| | base | Strided | ConvPool | All-CNN |", "|---|---|---|---|---|"]
+        out += ["| | " + " | ".join(label for _, label in VARIANTS) + " |", "|---|---|---|---|---|"]
         for fam in FAMILIES:
             line = [f"**{fam}**"]
             for variant, _ in VARIANTS:
