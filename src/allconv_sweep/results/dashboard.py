@@ -10,12 +10,6 @@ and a W&B Report: the Table 3 comparison (ours beside the paper's) and the repor
 run's images). With W&B credentials it saves both and prints their URLs. Without (offline runs), it writes
 their specs to <sweep dir>/wandb_workspace.json and wandb_report.json and prints the one command that
 publishes them after `wandb sync`.
-
-trackers.log_report(...) is what the sweep's report callback does when its jobs used W&B or TensorBoard: one W&B run
-of job_type "report" in the sweep's group with the Table 3 comparison as a wandb.Table and the figures as
-images (offline too: it syncs later, so a dashboard exists even where the workspace API is unreachable),
-`chosen_lr: true/false` in each job's W&B summary, and, for TensorBoard, the figures as images and every
-job's hyperparameters and errors (hparams) under <sweep dir>/tensorboard.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The sweep's report in the trackers its jobs used: one W&B run with Table 3 and the figures, chosen_lr
-flags in each job's W&B summary, and TensorBoard's figures and hparams."""
+"""The sweep's report in the trackers its jobs used: one W&B run with Table 3 and the figures (offline too:
+it syncs later), chosen_lr flags in each job's W&B summary, and TensorBoard's figures and hparams."""
 
 from __future__ import annotations
 
