@@ -97,7 +97,7 @@ def table3_md(choices: list[LrChoice]) -> list[str]:
             out.append(f"| {m} | {_err_cell(cells[m])} | | | |")
         out.append("")
         if (data, augment) == ("cifar10", "none") and not extra:
-            out += _table3_rows(cells)
+            out += _table3_paper_form(cells)
     return out
 
 
@@ -127,7 +127,7 @@ def table3_rows(choices: list[LrChoice]) -> tuple[list[str], list[list[Any]]]:
     return columns, data
 
 
-def _table3_rows(cells: dict[str, LrChoice]) -> list[str]:
+def _table3_paper_form(cells: dict[str, LrChoice]) -> list[str]:
     """Table 3 in the paper's own form: a row per network, test error and parameter count, ours and the paper's."""
     out = ["The same, a row per network as the paper prints it, with the parameter counts:", "",
            "| network | test error % (ours) | paper | # parameters (ours) | paper |", "|---|---|---|---|---|"]
