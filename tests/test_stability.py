@@ -12,11 +12,12 @@ from allconv_sweep.results import stability
 def _run(sweep: Path, init: str, batch: int, lr: float, seed: int, live: list[float], loss: list[float],
          test_acc: float, status: str = "ok") -> None:
     d = sweep / f"model.init={init},data.batch_size={batch},optimizer.lr={lr},seed={seed}"
-    (d / ".hydra").mkdir(parents=True)
-    (d / ".hydra" / "config.yaml").write_text(
-        f"model: {{init: {init}}}\ndata: {{batch_size: {batch}}}\noptimizer: {{lr: {lr}}}\nseed: {seed}\n")
+    d.mkdir(parents=True)  # what a run writes: run.json (its identity) and metrics.json (its record)
+    (d / "run.json").write_text(json.dumps({"identity": {
+        "model.init": init, "data.batch_size": batch, "optimizer.lr": lr, "seed": seed,
+        "callbacks.divergence.dead_output_fraction": 0.01}}))
     (d / "metrics.json").write_text(json.dumps({"status": status, "epochs_run": len(live), "test_acc": test_acc,
-                                                "train_size": 3653}))
+                                                "train_size": 3653, "lr": lr, "seed": seed, "batch_size": batch}))
     (d / "csv").mkdir()
     rows = ["epoch,step,train/loss_epoch,val/acc,val/live_fraction,test/acc"]
     for e, (f, x) in enumerate(zip(live, loss)):

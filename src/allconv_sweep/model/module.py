@@ -145,8 +145,8 @@ class ImageClassifier(L.LightningModule):
             raise RuntimeError("this ImageClassifier was built for evaluation only (no optimizer or scheduler)")
         opt = self.optimizer_factory(self.parameters())
         max_epochs = int(self.trainer.max_epochs)
-        steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // max(1, max_epochs))
-        sched = self.scheduler_factory(opt, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch)
+        self.steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // max(1, max_epochs))  # recorded
+        sched = self.scheduler_factory(opt, max_epochs=max_epochs, steps_per_epoch=self.steps_per_epoch)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
 
 

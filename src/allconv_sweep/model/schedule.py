@@ -32,6 +32,11 @@ def scaled_milestones(milestones: Sequence[float], of_epochs: int, max_epochs: i
     return out
 
 
+def drop_epochs(milestones: Sequence[float], of_epochs: int, max_epochs: int, epochs_run: int) -> list[int]:
+    """The 1-based epochs of a run that started at a lower lr: each (rescaled) milestone's, as far as it ran."""
+    return [m + 1 for m in scaled_milestones(milestones, of_epochs, max_epochs) if m < epochs_run]
+
+
 def paper_schedule(optimizer: Optimizer, *, milestones: Sequence[float], of_epochs: int, gamma: float,
                    warmup_epochs: float, max_epochs: int, steps_per_epoch: int) -> LRScheduler:
     """x gamma at each (rescaled) milestone, stepped per optimizer step; warm-up: the lr rises in equal

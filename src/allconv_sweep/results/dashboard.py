@@ -10,12 +10,6 @@ and a W&B Report: the Table 3 comparison (ours beside the paper's) and the repor
 run's images). With W&B credentials it saves both and prints their URLs. Without (offline runs), it writes
 their specs to <sweep dir>/wandb_workspace.json and wandb_report.json and prints the one command that
 publishes them after `wandb sync`.
-
-trackers.log_report(...) is what the sweep's report callback does when its jobs used W&B or TensorBoard: one W&B run
-of job_type "report" in the sweep's group with the Table 3 comparison as a wandb.Table and the figures as
-images (offline too: it syncs later, so a dashboard exists even where the workspace API is unreachable),
-`chosen_lr: true/false` in each job's W&B summary, and, for TensorBoard, the figures as images and every
-job's hyperparameters and errors (hparams) under <sweep dir>/tensorboard.
 """
 
 from __future__ import annotations
@@ -29,10 +23,9 @@ from typing import Any, Optional
 from allconv_sweep import runs
 from allconv_sweep.errors import UserError, command
 from allconv_sweep.results.figures import FIGURES
-from allconv_sweep.runs.collect import collect
+from allconv_sweep.results.tables import read_sweep, table3_section
 
 WORKSPACE_JSON, REPORT_JSON = "wandb_workspace.json", "wandb_report.json"
-FIGURE_KEYS = FIGURES
 RUNS_TABLE = ["config:model.name", "config:model.variant", "config:optimizer.lr", "config:seed", "summary:status",
               "summary:chosen_lr", "summary:val_error", "summary:test_error"]
 PARALLEL = [("config", "model.family"), ("config", "model.variant"), ("config", "optimizer.lr"),
@@ -56,11 +49,11 @@ def wandb_settings(sweep_dir: Path, rows: list) -> Optional[dict[str, Any]]:
     return None
 
 
-def spec(sweep_dir: Path, settings: dict, entity: Optional[str]) -> dict[str, Any]:
+def spec(sweep_dir: Path, settings: dict, entity: Optional[str], choices: list) -> dict[str, Any]:
     """The workspace and the report, declared (the JSON written offline; build_* turns it into objects)."""
     group = settings["group"]
-    table = _table3_markdown(sweep_dir)
-    figures = [key for name, key in FIGURE_KEYS.items() if (sweep_dir / name).is_file()]
+    table = "\n".join(table3_section(choices)).strip()
+    figures = [f.key for f in FIGURES if (sweep_dir / f.file).is_file()]
     return {
         "workspace": {
             "entity": entity, "project": settings["project"], "group": group,
@@ -88,15 +81,6 @@ def spec(sweep_dir: Path, settings: dict, entity: Optional[str]) -> dict[str, An
             ],
         },
     }
-
-
-def _table3_markdown(sweep_dir: Path) -> str:
-    """The Table 3 section of results.md (the report wrote it), for the W&B Report."""
-    from allconv_sweep.results.tables import RESULTS_MD
-
-    md = (sweep_dir / RESULTS_MD).read_text() if (sweep_dir / RESULTS_MD).is_file() else ""
-    sections = md.split("\n### ")
-    return "\n".join("### " + s.split("\n## ")[0].strip() for s in sections[1:])
 
 
 def build_workspace(w: dict):
@@ -145,7 +129,7 @@ def dashboard(sweep_dir: str | Path, echo: bool = True) -> dict[str, Any]:
     from allconv_sweep.training.wandb_run import has_credentials, resolve_mode
 
     sweep_dir = Path(sweep_dir).resolve()
-    rows = collect(sweep_dir)
+    rows, choices = read_sweep(sweep_dir)
     settings = wandb_settings(sweep_dir, rows)
     if settings is None:
         raise UserError(f"{sweep_dir}: none of its jobs logged to W&B (run the sweep with logger=wandb)")
@@ -154,7 +138,7 @@ def dashboard(sweep_dir: str | Path, echo: bool = True) -> dict[str, Any]:
     if online and not entity:
         import wandb
         entity = wandb.Api().default_entity
-    declared = spec(sweep_dir, settings, entity or "<your W&B entity>")
+    declared = spec(sweep_dir, settings, entity or "<your W&B entity>", choices)
     workspace, report = build_workspace(declared["workspace"]), None
     if online:
         report = build_report(declared["report"])

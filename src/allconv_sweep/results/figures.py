@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import csv
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+from allconv_sweep.results.paper import FAMILIES, PAPER_TABLE3, display_name, paper_value
 from allconv_sweep.runs import FINISHED
-from allconv_sweep.runs.choose import Choice
+from allconv_sweep.runs.choose import LrChoice
 
-FAMILY_VARIANTS = (("base", "model"), ("strided", "strided_cnn"), ("convpool", "convpool_cnn"), ("all", "all_cnn"))
-VARIANT_LABEL = {"base": "base", "strided": "Strided", "convpool": "ConvPool", "all": "All-CNN"}
 # one colour per variant, the same in every panel and figure (4 variants: no repeat within a panel)
 VARIANT_COLOR = {"base": "#1f77b4", "strided": "#ff7f0e", "convpool": "#2ca02c", "all": "#d62728"}
 OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -37,7 +37,7 @@ def _plt():
     return plt
 
 
-def data_title(choices: list[Choice]) -> str:
+def data_title(choices: list[LrChoice]) -> str:
     """What the sweep ran on, for figure titles: "CIFAR-10", "CIFAR-10+ (flips, translations)", ..."""
     names = []
     for data, augment in sorted({(c.data, c.augment) for c in choices}, key=str):
@@ -47,13 +47,13 @@ def data_title(choices: list[Choice]) -> str:
     return ", ".join(names) or "no data"
 
 
-def _panel_key(c: Choice) -> str:
+def _panel_key(c: LrChoice) -> str:
     """Networks are grouped into panels by family (the paper's A, B, C) within a data set."""
     prefix = "" if c.data == "cifar10" and c.augment == "none" else f"{DATA_TITLE.get(c.data, c.data)}: "
     return prefix + (f"family {c.family}" if c.family else "other") + (f" ({c.setting})" if c.setting else "")
 
 
-def _colors(choices: list[Choice]) -> dict[int, str]:
+def _colors(choices: list[LrChoice]) -> dict[int, str]:
     """A colour per choice: the variant's, or distinct ones for networks outside the twelve."""
     out, spare = {}, iter(OTHER_COLORS * 4)
     for c in choices:
@@ -62,18 +62,16 @@ def _colors(choices: list[Choice]) -> dict[int, str]:
 
 
 def _suptitle(fig, text: str) -> None:
-    import textwrap
     fig.suptitle("\n".join(textwrap.wrap(text, 95)), fontsize=11)
 
 
-def _label(c: Choice) -> str:
-    from allconv_sweep.results.paper import display_name
+def _label(c: LrChoice) -> str:
     return display_name(c.model)
 
 
 # ------------------------------------------------------------------------------------------------ lr grid
 
-def lr_grid(path: Path, choices: list[Choice], rows: list[Any]) -> Optional[dict]:
+def lr_grid(path: Path, choices: list[LrChoice], rows: list[Any]) -> Optional[dict]:
     """Validation error against lr per network. Returns {panel: {network: {lrs, errors, status, chosen,
     color}}}; None (and no file) when no network was run at two learning rates or more."""
     per_choice = {}
@@ -138,22 +136,21 @@ def lr_grid(path: Path, choices: list[Choice], rows: list[Any]) -> Optional[dict
 
 # ------------------------------------------------------------------------------------------------ table 3
 
-def table3(path: Path, choices: list[Choice]) -> Optional[dict]:
+def table3(path: Path, choices: list[LrChoice]) -> Optional[dict]:
     """Test error per network in the paper's layout, ours beside the paper's. Returns {network: {ours, std,
     paper, seeds, color}}; None when no network has a test error."""
-    from allconv_sweep.results.paper import paper_value
 
     shown = [c for c in choices if c.test_mean is not None]
     if not shown:
         return None
     plt = _plt()
-    order = {m: i for i, m in enumerate(f"{stem}_{fam}" for fam in "abc" for _, stem in FAMILY_VARIANTS)}
+    order = {m: i for i, m in enumerate(PAPER_TABLE3)}  # A, B, C; base, Strided, ConvPool, All-CNN
     shown.sort(key=lambda c: (c.data != "cifar10", str(c.data), str(c.augment), c.setting, order.get(c.model, 99), c.model))
     colors = _colors(shown)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(shown) + 2), 4.8))
     data, xs, values = {}, [], []
     for i, c in enumerate(shown):
-        x = i + (i // 4) * 0.5 if all(c2.family in ("A", "B", "C") for c2 in shown) else i  # A | B | C gaps
+        x = i + (i // 4) * 0.5 if all(c2.family in FAMILIES for c2 in shown) else i  # A | B | C gaps
         ours, std, paper = 100 * c.test_mean, 100 * (c.test_std or 0.0), paper_value(c)
         ax.bar(x - 0.2, ours, width=0.4, color=colors[id(c)], yerr=std if c.test_std is not None else None, capsize=3,
                hatch="//" if c.statuses - {"ok"} else None, edgecolor="black", linewidth=0.5)
@@ -189,43 +186,49 @@ def table3(path: Path, choices: list[Choice]) -> Optional[dict]:
 
 # -------------------------------------------------------------------------------------------- curves
 
-def epoch_log(run_dir: Path, epochs_run: Optional[int] = None) -> dict[str, list]:
-    """Per epoch of the fit, from csv/metrics.csv: epochs (1-based), validation error (%), and the epochs at
-    whose start the learning rate dropped."""
+def epoch_values(run_dir: Path, keys: tuple[str, ...], epochs_run: Optional[int] = None) -> dict[str, dict[int, float]]:
+    """The run's csv/metrics.csv: for each key, {epoch (0-based): its first value in that epoch (the fit's
+    own validation)} over the fit's epochs (not the validate and test after it); key "lr": {step: lr} (the
+    LearningRateMonitor's rows)."""
     path = run_dir / "csv" / "metrics.csv"
-    out: dict[str, list] = {"epochs": [], "val_error": [], "lr_drops": []}
+    out: dict[str, dict[int, float]] = {key: {} for key in keys}
     if not path.is_file():
         return out
-    val: dict[int, float] = {}
-    lr_at_step: dict[int, float] = {}
-    steps_of_epoch: dict[int, int] = {}
     with open(path, newline="") as f:
         for rec in csv.DictReader(f):
-            if rec.get("lr"):
-                lr_at_step[int(float(rec["step"]))] = float(rec["lr"])
-            if not rec.get("epoch") or rec.get("test/acc"):
+            if "lr" in out and rec.get("lr"):
+                out["lr"][int(float(rec["step"]))] = float(rec["lr"])
+            if rec.get("test/acc") or not rec.get("epoch"):
                 continue
             epoch = int(float(rec["epoch"]))
             if epochs_run is not None and epoch >= epochs_run:
                 continue
-            if rec.get("val/acc"):
-                val.setdefault(epoch, 100 * (1 - float(rec["val/acc"])))
-            steps_of_epoch.setdefault(epoch, int(float(rec["step"])))
-    out["epochs"] = [e + 1 for e in sorted(val)]
-    out["val_error"] = [val[e] for e in sorted(val)]
-    lrs = [lr for _, lr in sorted(lr_at_step.items())]
-    # LearningRateMonitor logs at each epoch's start: a drop between two logs starts that epoch
-    out["lr_drops"] = [i + 1 for i in range(1, len(lrs)) if lrs[i] < lrs[i - 1] * 0.999]
+            for key, values in out.items():
+                if key != "lr" and rec.get(key):
+                    values.setdefault(epoch, float(rec[key]))
     return out
 
 
-def curves(path: Path, choices: list[Choice]) -> Optional[dict]:
+def epoch_log(run_dir: Path, epochs_run: Optional[int] = None, lr_drops: Optional[list[int]] = None) -> dict[str, list]:
+    """Per epoch of the fit: epochs (1-based), validation error (%), and the epochs at whose start the
+    learning rate dropped: the record's (lr_drops), else, for records of earlier versions, read off the lr
+    the LearningRateMonitor logged at each epoch's start."""
+    log = epoch_values(run_dir, ("val/acc", "lr"), epochs_run)
+    val = log["val/acc"]
+    if lr_drops is None:
+        lrs = [lr for _, lr in sorted(log["lr"].items())]
+        lr_drops = [i + 1 for i in range(1, len(lrs)) if lrs[i] < lrs[i - 1] * 0.999]
+    return {"epochs": [e + 1 for e in sorted(val)], "val_error": [100 * (1 - val[e]) for e in sorted(val)],
+            "lr_drops": list(lr_drops)}
+
+
+def curves(path: Path, choices: list[LrChoice]) -> Optional[dict]:
     """Validation error per epoch of each chosen run (its first seed), one panel per family. Returns
     {panel: {network: {epochs, val_error, lr_drops, color}}}; None without any curve."""
     logs = {}
     for c in choices:
         if c.rows and c.rows[0].path is not None:
-            log = epoch_log(Path(c.rows[0].path), c.rows[0].epochs_run)
+            log = epoch_log(Path(c.rows[0].path), c.rows[0].epochs_run, c.rows[0].lr_drop_epochs)
             if log["epochs"]:
                 logs[id(c)] = (c, log)
     if not logs:
@@ -260,21 +263,34 @@ def curves(path: Path, choices: list[Choice]) -> Optional[dict]:
     return data
 
 
-# file -> its key in W&B and TensorBoard (dashboard.py), in the order the dashboards show them
-FIGURES = {"table3.png": "table3", "lr_grid.png": "lr_grid", "curves.png": "curves"}
+@dataclass(frozen=True)
+class Figure:
+    """A figure of the report: its file in the sweep folder, what draws it ((path, choices, rows) -> the
+    data behind it, or None for nothing to show), its section of results.md and its W&B/TensorBoard key."""
+    file: str
+    draw: Callable[[Path, list[LrChoice], list[Any]], Optional[dict]]
+    caption: str
+    key: str
 
 
-def write_all(sweep_dir: Path, choices: list[Choice], rows: list[Any]) -> dict[str, dict]:
+# THE figures, in the order results.md and the dashboards show them
+FIGURES = (
+    Figure("table3.png", lambda path, choices, rows: table3(path, choices),
+           "Test error per network, ours beside the paper's", "table3"),
+    Figure("lr_grid.png", lr_grid, "Validation error against the learning rate", "lr_grid"),
+    Figure("curves.png", lambda path, choices, rows: curves(path, choices),
+           "Validation error per epoch of the chosen runs", "curves"),
+)
+
+
+def write_all(sweep_dir: Path, choices: list[LrChoice], rows: list[Any]) -> dict[str, dict]:
     """Every figure that has something to show, into the sweep folder; {file name: data behind it}. A
     figure from an earlier report that no longer has anything to show is removed."""
     made = {}
-    for name, result in (("lr_grid.png", lr_grid(sweep_dir / "lr_grid.png", choices, rows)),
-                         ("table3.png", table3(sweep_dir / "table3.png", choices)),
-                         ("curves.png", curves(sweep_dir / "curves.png", choices))):
+    for figure in FIGURES:
+        result = figure.draw(sweep_dir / figure.file, choices, rows)
         if result is None:
-            (sweep_dir / name).unlink(missing_ok=True)
+            (sweep_dir / figure.file).unlink(missing_ok=True)
         else:
-            made[name] = result
+            made[figure.file] = result
     return made
-
-

@@ -30,10 +30,16 @@ PAPER_PARAMS = {"model_a": "0.9M", "strided_cnn_a": "0.9M", "convpool_cnn_a": "1
 FAMILIES = ("A", "B", "C")
 VARIANTS = (("base", "base"), ("strided", "Strided"), ("convpool", "ConvPool"), ("all", "All-CNN"))
 DISPLAY = {"model": "Model", "strided_cnn": "Strided-CNN", "convpool_cnn": "ConvPool-CNN", "all_cnn": "All-CNN"}
+STEMS = {"base": "model", "strided": "strided_cnn", "convpool": "convpool_cnn", "all": "all_cnn"}  # variant -> name
+
+
+def model_name(variant: str, family: str) -> str:
+    """("strided", "B") -> strided_cnn_b: the network of a Table 3 cell."""
+    return f"{STEMS[variant]}_{family.lower()}"
 
 
 def paper_value(c: Any) -> Optional[float]:
-    """The paper's test error for a Choice or a Row (data, augment, model, setting): none for a setting
+    """The paper's test error for an LrChoice or a JobResult (data, augment, model, setting): none for a setting
     the paper did not run."""
     return PAPER.get((c.data, c.augment, c.model)) if not c.setting else None
 

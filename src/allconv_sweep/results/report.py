@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from allconv_sweep.errors import command
-from allconv_sweep.results.tables import RESULTS_CSV, RESULTS_MD, RESULTS_PNG, _choice_order, render_md, write_csv
+from allconv_sweep.results.tables import RESULTS_CSV, RESULTS_MD, RESULTS_PNG, read_sweep, render_md, write_csv
 from allconv_sweep.runs import METRICS_FILE
 from allconv_sweep.runs import REPORT_STATUSES as STATUSES
-from allconv_sweep.runs.choose import choose
-from allconv_sweep.runs.collect import collect
 
 
 def write_report(sweep_dir: str | Path, plot: bool = True, echo: bool = True) -> dict[str, Any]:
@@ -34,8 +32,7 @@ def write_report(sweep_dir: str | Path, plot: bool = True, echo: bool = True) ->
     from allconv_sweep.results import figures as figures_mod
 
     sweep_dir = Path(sweep_dir).resolve()
-    rows = collect(sweep_dir)
-    choices = sorted(choose(rows), key=_choice_order)
+    rows, choices = read_sweep(sweep_dir)
     figures = figures_mod.write_all(sweep_dir, choices, rows) if plot else {}
     (sweep_dir / RESULTS_PNG).unlink(missing_ok=True)  # the single figure of earlier versions
     md = render_md(sweep_dir, rows, choices, figures)
@@ -63,6 +60,9 @@ class ReportCallback(Callback):  # type: ignore[misc]
         self.plot = plot
         self.fail_on_failed = fail_on_failed
 
+    def before_report(self, sweep_dir: Path) -> None:
+        """What a sweep writes before its report (stability.StabilityReport: its map)."""
+
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         from omegaconf import OmegaConf
 
@@ -73,6 +73,7 @@ class ReportCallback(Callback):  # type: ignore[misc]
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():
             return
+        self.before_report(sweep_dir)
         result = write_report(sweep_dir, plot=self.plot)
         from allconv_sweep.results.trackers import log_report
 

@@ -5,13 +5,14 @@ the validation images at the last epoch), the epoch each dead run died (the firs
 val/live_fraction stayed under the dead threshold), the last epoch's training loss and the test accuracy.
 Writes stability.md (the table, and one line per run) and stability.png (a heatmap of the cells and the
 live fraction / loss of every run against images seen) into the sweep folder. Also run by Hydra at the
-end of the sweep (StabilityReport, set in sweeps/stability.yaml).
+end of the sweep (StabilityReport, set in sweeps/stability.yaml), before the usual report.
+The sweep is read as the report reads it (runs/collect.py: each job's record, and its run.json identity for
+model.init, data.batch_size and the DivergenceMonitor's dead threshold); the epoch logs by figures.epoch_values.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import statistics
 import sys
@@ -20,31 +21,40 @@ from pathlib import Path
 from typing import Any, Optional
 
 from allconv_sweep.errors import UserError, command
-from allconv_sweep.runs import Unreadable, read_record
+from allconv_sweep.results.figures import epoch_values
+from allconv_sweep.results.report import ReportCallback
+from allconv_sweep.runs.collect import JobResult, collect
 
 STABILITY_MD, STABILITY_PNG = "stability.md", "stability.png"
-DEAD_FRACTION = 0.01  # the DivergenceMonitor's default dead_output_fraction
+DEAD_KEY = "callbacks.divergence.dead_output_fraction"  # the DivergenceMonitor's threshold, in run.json's identity
 # "learning" at the end: the last epoch's training loss clearly below the ln 10 = 2.3026 plateau (a run can
 # be alive, its class scores firing, and still have fallen back onto the plateau: ~2.30)
 PLATEAU_EXIT = 2.29
 
 
 @dataclass
-class Run:
-    job: str
-    init: str
-    batch_size: int
-    lr: float
-    seed: int
-    status: str
-    reason: Optional[str]
-    epochs_run: int
-    train_size: Optional[int]
-    test_acc: Optional[float]
+class JobStability:
+    """A finished job of the sweep (its JobResult: record and identity; its fields read through) and what
+    the map reads off its epoch log."""
+    result: JobResult
     epochs: list[int] = field(default_factory=list)          # 1-based
     live: list[float] = field(default_factory=list)          # val/live_fraction per epoch
     train_loss: list[float] = field(default_factory=list)    # train/loss_epoch per epoch
-    val_acc: list[float] = field(default_factory=list)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["result"], name)
+
+    @property
+    def init(self) -> str:
+        return str(self.result.identity["model.init"])
+
+    @property
+    def batch_size(self) -> int:  # the sweep's (the record's is what the run used: fewer when the data is)
+        return int(self.result.identity.get("data.batch_size", self.result.batch_size))
+
+    @property
+    def dead_fraction(self) -> float:
+        return float(self.result.identity[DEAD_KEY])
 
     @property
     def cell(self) -> tuple[str, int, float]:
@@ -55,7 +65,7 @@ class Run:
         """The first epoch from which the validation live fraction stayed under the threshold to the end."""
         died = None
         for e, f in zip(self.epochs, self.live):
-            if f < DEAD_FRACTION:
+            if f < self.dead_fraction:
                 died = e if died is None else died
             else:
                 died = None
@@ -69,65 +79,28 @@ class Run:
     def learning(self) -> bool:
         return self.alive and bool(self.train_loss) and self.train_loss[-1] < PLATEAU_EXIT
 
-    @property
-    def steps_per_epoch(self) -> Optional[int]:
-        return None if not self.train_size else math.ceil(self.train_size / self.batch_size)
 
-
-def _epoch_log(run_dir: Path, epochs_run: int) -> dict[str, dict[int, float]]:
-    """Per-epoch values of the fit (not of the validate/test after it) from csv/metrics.csv."""
-    path = run_dir / "csv" / "metrics.csv"
-    out: dict[str, dict[int, float]] = {"val/live_fraction": {}, "train/loss_epoch": {}, "val/acc": {}}
-    if not path.is_file():
-        return out
-    with open(path, newline="") as f:
-        for rec in csv.DictReader(f):
-            if rec.get("test/acc") or not rec.get("epoch"):
-                continue
-            epoch = int(float(rec["epoch"]))
-            if epoch >= epochs_run:
-                continue
-            for key, values in out.items():
-                if rec.get(key):
-                    values.setdefault(epoch, float(rec[key]))  # the first: the fit's own validation
-    return out
-
-
-def collect(sweep_dir: str | Path) -> list[Run]:
-    from allconv_sweep.config.records import config_values  # a job's config: its values read as data
-
+def collect_map(sweep_dir: str | Path) -> list[JobStability]:
+    """The sweep's finished jobs (the report's collect) with their epoch logs."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise UserError(f"{sweep_dir}: no such folder; give the folder of a +sweep=stability run, "
                         f"e.g. outputs/sweeps/stability")
     runs = []
-    for d in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "config.yaml").is_file()):
-        try:
-            record = read_record(d)
-        except Unreadable:
-            record = None
-        if record is None:
-            continue  # still running, or killed: nothing to map yet
-        m = record.to_dict()
-        cfg = config_values(d / ".hydra" / "config.yaml", {"model.init": str, "data.batch_size": int,
-                                                          "optimizer.lr": float, "seed": int}, required=True)
-        epochs_run = int(m.get("epochs_run") or 0)
-        log = _epoch_log(d, epochs_run)
+    for r in collect(sweep_dir):
+        if r.status == "missing" or not r.identity:
+            continue  # still running, or killed (or no run.json: its cell unknown): nothing to map yet
+        log = epoch_values(r.path, ("val/live_fraction", "train/loss_epoch"), int(r.epochs_run or 0))
         epochs = sorted(log["val/live_fraction"])
-        runs.append(Run(
-            job=d.name, init=cfg["model.init"], batch_size=cfg["data.batch_size"], lr=cfg["optimizer.lr"],
-            seed=cfg["seed"], status=str(m.get("status")), reason=m.get("reason"), epochs_run=epochs_run,
-            train_size=m.get("train_size"), test_acc=m.get("test_acc"), epochs=[e + 1 for e in epochs],
-            live=[log["val/live_fraction"][e] for e in epochs],
-            train_loss=[log["train/loss_epoch"].get(e, math.nan) for e in epochs],
-            val_acc=[log["val/acc"].get(e, math.nan) for e in epochs]))
+        runs.append(JobStability(r, epochs=[e + 1 for e in epochs], live=[log["val/live_fraction"][e] for e in epochs],
+                                 train_loss=[log["train/loss_epoch"].get(e, math.nan) for e in epochs]))
     if not runs:
-        raise UserError(f"{sweep_dir}: no finished run (metrics.json and .hydra/config.yaml) in it")
+        raise UserError(f"{sweep_dir}: no finished run (metrics.json and run.json) in it")
     return runs
 
 
-def _cells(runs: list[Run]) -> dict[tuple[str, int, float], list[Run]]:
-    cells: dict[tuple[str, int, float], list[Run]] = {}
+def _cells(runs: list[JobStability]) -> dict[tuple[str, int, float], list[JobStability]]:
+    cells: dict[tuple[str, int, float], list[JobStability]] = {}
     for r in sorted(runs, key=lambda r: (r.init, r.batch_size, -r.lr, r.seed)):
         cells.setdefault(r.cell, []).append(r)
     return cells
@@ -137,14 +110,15 @@ def _pct(v: Optional[float]) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
 
 
-def render_md(sweep_dir: Path, runs: list[Run]) -> str:
+def render_md(sweep_dir: Path, runs: list[JobStability]) -> str:
     cells = _cells(runs)
     epochs = sorted({r.epochs_run for r in runs})
+    dead = "/".join(f"{d:.0%}" for d in sorted({r.dead_fraction for r in runs}))
     lines = [f"# Stability map: {sweep_dir.name}", "",
              "All-CNN-C as in the paper (GCN+ZCA, final ReLU, dropout, no batch norm). A run is *alive* when "
-             f"it ended ok with at least {DEAD_FRACTION:.0%} of the validation images firing a class score at "
+             f"it ended ok with at least {dead} of the validation images firing a class score at "
              "its last epoch; *died* is the first epoch from which that share stayed under "
-             f"{DEAD_FRACTION:.0%}; *learning* when, alive, its last epoch's training loss is below {PLATEAU_EXIT} "
+             f"{dead}; *learning* when, alive, its last epoch's training loss is below {PLATEAU_EXIT} "
              f"(off the ln 10 = 2.303 plateau; a run can be alive and back on it).", "",
              f"Epochs run: {', '.join(map(str, epochs))}.", "",
              "| init | batch | lr | alive | learning | died at epoch | last-epoch train loss | live at the end | test acc (mean; per seed) |",
@@ -170,7 +144,7 @@ def render_md(sweep_dir: Path, runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def write_png(path: Path, runs: list[Run]) -> None:
+def write_png(path: Path, runs: list[JobStability]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -223,9 +197,9 @@ def write_png(path: Path, runs: list[Run]) -> None:
     plt.close(fig)
 
 
-def write(sweep_dir: str | Path, plot: bool = True, echo: bool = True) -> list[Run]:
+def write(sweep_dir: str | Path, plot: bool = True, echo: bool = True) -> list[JobStability]:
     sweep_dir = Path(sweep_dir).resolve()
-    runs = collect(sweep_dir)
+    runs = collect_map(sweep_dir)
     md = render_md(sweep_dir, runs)
     (sweep_dir / STABILITY_MD).write_text(md)
     if plot:
@@ -236,29 +210,14 @@ def write(sweep_dir: str | Path, plot: bool = True, echo: bool = True) -> list[R
     return runs
 
 
-try:
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover
-    Callback = object  # type: ignore[misc,assignment]
-
-
-class StabilityReport(Callback):  # type: ignore[misc]
+class StabilityReport(ReportCallback):
     """on_multirun_end of +sweep=stability: the map, then the usual per-job report (failures exit 1)."""
 
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        from omegaconf import OmegaConf
-
-        from allconv_sweep.results.report import ReportCallback
-
-        if OmegaConf.select(config, "sweep.dry_run", default=False):
-            return
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        if sweep_dir.is_dir():
-            try:
-                write(sweep_dir)
-            except UserError as e:
-                print(f"error: {e}", file=sys.stderr)
-        ReportCallback().on_multirun_end(config, **kwargs)
+    def before_report(self, sweep_dir: Path) -> None:
+        try:
+            write(sweep_dir)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import csv
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-from allconv_sweep.results.figures import data_title
+from allconv_sweep.results.figures import FIGURES, data_title
 from allconv_sweep.results.paper import (
     FAMILIES,
     PAPER,
@@ -17,17 +17,24 @@ from allconv_sweep.results.paper import (
     PAPER_TABLE3,
     VARIANTS,
     display_name,
+    model_name,
     paper_value,
 )
 from allconv_sweep.runs import REPORT_STATUSES as STATUSES
 from allconv_sweep.runs import read_manifest
-from allconv_sweep.runs.choose import Choice
-from allconv_sweep.runs.collect import Row, common_settings
+from allconv_sweep.runs.choose import LrChoice, choose
+from allconv_sweep.runs.collect import JobResult, collect, common_settings
 
 RESULTS_MD, RESULTS_CSV, RESULTS_PNG = "results.md", "results.csv", "results.png"
 
 
-def _choice_order(c: Choice) -> tuple:
+def read_sweep(sweep_dir: Path) -> tuple[list[JobResult], list[LrChoice]]:
+    """A sweep folder's jobs, and per network the lr chosen, in Table 3's order: what every view shows."""
+    rows = collect(sweep_dir)
+    return rows, sorted(choose(rows), key=_choice_order)
+
+
+def _choice_order(c: LrChoice) -> tuple:
     fam = FAMILIES.index(c.family) if c.family in FAMILIES else 9
     var = [v for v, _ in VARIANTS].index(c.variant) if c.variant in [v for v, _ in VARIANTS] else 9
     return (c.data or "", c.augment or "", c.setting, fam, var, c.model)
@@ -37,7 +44,7 @@ def _pct(v: Optional[float], digits: int = 2) -> str:
     return "-" if v is None else f"{100 * v:.{digits}f}"
 
 
-def _err_cell(c: Choice) -> str:
+def _err_cell(c: LrChoice) -> str:
     if c.test_mean is None:
         return "-"
     s = f"{100 * c.test_mean:.2f}"
@@ -46,20 +53,20 @@ def _err_cell(c: Choice) -> str:
     return s
 
 
-def _flag(c: Choice) -> str:
+def _flag(c: LrChoice) -> str:
     return ("" if c.statuses <= {"ok"} else " †") + (" ᶠ" if c.protocol == "final" else "")
 
 
-def _protocol(c: Choice) -> str:
+def _protocol(c: LrChoice) -> str:
     sizes = sorted({r.train_size for r in c.rows if r.train_size})
     images = f" ({', '.join(f'{n:,}' for n in sizes)} images)" if sizes else ""
     return ("final: all training images" if c.protocol == "final" else "lr selection: validation held out") + images
 
 
-def table3_md(choices: list[Choice]) -> list[str]:
+def table3_md(choices: list[LrChoice]) -> list[str]:
     """The paper's Table 3 layout for every (data, augment, setting) the sweep has; paper numbers beside ours."""
     out: list[str] = []
-    layouts: dict[tuple, dict[str, Choice]] = {}
+    layouts: dict[tuple, dict[str, LrChoice]] = {}
     for c in choices:
         layouts.setdefault((c.data, c.augment, c.setting), {})[c.model] = c
     for (data, augment, extra), cells in sorted(layouts.items(), key=lambda kv: (kv[0][0] != "cifar10", kv[0])):
@@ -71,12 +78,11 @@ def table3_md(choices: list[Choice]) -> list[str]:
         out += [f"### {title}", ""]
         if paper_here:
             out += ["Each cell: ours (paper, ours − paper). Ours: the chosen lr's test error, mean ± std over seeds.", ""]
-        out += ["| | base | Strided | ConvPool | All-CNN |", "|---|---|---|---|---|"]
+        out += ["| | " + " | ".join(label for _, label in VARIANTS) + " |", "|---|---|---|---|---|"]
         for fam in FAMILIES:
             line = [f"**{fam}**"]
             for variant, _ in VARIANTS:
-                model = ("model" if variant == "base" else {"strided": "strided_cnn", "convpool": "convpool_cnn",
-                                                            "all": "all_cnn"}[variant]) + f"_{fam.lower()}"
+                model = model_name(variant, fam)
                 c = cells.get(model)
                 paper = PAPER.get((data, augment, model)) if not extra else None
                 ours = _err_cell(c) + _flag(c) if c is not None else "-"
@@ -91,11 +97,37 @@ def table3_md(choices: list[Choice]) -> list[str]:
             out.append(f"| {m} | {_err_cell(cells[m])} | | | |")
         out.append("")
         if (data, augment) == ("cifar10", "none") and not extra:
-            out += _table3_rows(cells)
+            out += _table3_paper_form(cells)
     return out
 
 
-def _table3_rows(cells: dict[str, Choice]) -> list[str]:
+def table3_section(choices: list[LrChoice]) -> list[str]:
+    """Table 3 beside the paper's, with its footnotes: results.md's section, and the dashboard's W&B Report."""
+    lines = table3_md(choices)
+    if any(c.statuses - {"ok"} for c in choices):
+        lines += ["† the chosen runs include diverged ones (see All jobs).", ""]
+    if any(c.protocol == "final" for c in choices):
+        lines += ["ᶠ retrained at the chosen lr on every training image (`+sweep=final`); unmarked cells are the "
+                  "lr-selection runs, trained with the validation images held out.", ""]
+    return lines
+
+
+def table3_rows(choices: list[LrChoice]) -> tuple[list[str], list[list[Any]]]:
+    """The comparison as rows (the W&B table): network, data, lr, protocol, seeds, ours (mean, std), paper,
+    difference, params."""
+    columns = ["network", "data", "augment", "setting", "lr", "protocol", "seeds", "test_error_pct",
+               "test_error_std_pct", "paper_test_error_pct", "ours_minus_paper", "num_params"]
+    data = []
+    for c in choices:
+        ours = None if c.test_mean is None else round(100 * c.test_mean, 3)
+        paper = paper_value(c)
+        data.append([display_name(c.model), c.data, c.augment, c.setting, c.lr, c.protocol, len(c.test_errors), ours,
+                     None if c.test_std is None else round(100 * c.test_std, 3), paper,
+                     None if ours is None or paper is None else round(ours - paper, 3), c.num_params])
+    return columns, data
+
+
+def _table3_paper_form(cells: dict[str, LrChoice]) -> list[str]:
     """Table 3 in the paper's own form: a row per network, test error and parameter count, ours and the paper's."""
     out = ["The same, a row per network as the paper prints it, with the parameter counts:", "",
            "| network | test error % (ours) | paper | # parameters (ours) | paper |", "|---|---|---|---|---|"]
@@ -107,7 +139,7 @@ def _table3_rows(cells: dict[str, Choice]) -> list[str]:
     return out + [""]
 
 
-def render_md(sweep_dir: Path, rows: list[Row], choices: list[Choice], figures: Optional[dict] = None) -> str:
+def render_md(sweep_dir: Path, rows: list[JobResult], choices: list[LrChoice], figures: Optional[dict] = None) -> str:
     figures = figures or {}
     counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
     epochs = sorted({r.max_epochs for r in rows if r.max_epochs is not None})
@@ -118,12 +150,7 @@ def render_md(sweep_dir: Path, rows: list[Row], choices: list[Choice], figures: 
              f"Jobs: {len(rows)} (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + "). "
              f"Epochs per run: {', '.join(map(str, epochs)) or '-'} (paper: {PAPER_EPOCHS}).",
              "Settings of every job: " + (" ".join(f"`{o}`" for o in common_settings(rows)) or "the defaults") + ".", ""]
-    lines += table3_md(choices)
-    if any(c.statuses - {"ok"} for c in choices):
-        lines += ["† the chosen runs include diverged ones (see All jobs).", ""]
-    if any(c.protocol == "final" for c in choices):
-        lines += ["ᶠ retrained at the chosen lr on every training image (`+sweep=final`); unmarked cells are the "
-                  "lr-selection runs, trained with the validation images held out.", ""]
+    lines += table3_section(choices)
     lines += ["## Per network: the learning rate with the best validation accuracy", "",
               "Chosen on mean validation error over the seeds every lr of the network has (ties: a non-diverged run, then the larger lr); "
               "test error: mean ± std over all seeds at that lr.", "",
@@ -147,11 +174,9 @@ def render_md(sweep_dir: Path, rows: list[Row], choices: list[Choice], figures: 
                      f"{'-' if r.seed is None else r.seed} | {r.status} | {_pct(r.val_error)} | {_pct(r.test_error)} | "
                      f"{'-' if r.epochs_run is None else r.epochs_run}/{'-' if r.max_epochs is None else r.max_epochs} | "
                      f"{'-' if r.wall_time_s is None else f'{r.wall_time_s:.0f}'} | {note} |")
-    for file, caption in (("table3.png", "Test error per network, ours beside the paper's"),
-                          ("lr_grid.png", "Validation error against the learning rate"),
-                          ("curves.png", "Validation error per epoch of the chosen runs")):
-        if file in figures:
-            lines += ["", f"## {caption}", "", f"![{caption}]({file})"]
+    for figure in FIGURES:
+        if figure.file in figures:
+            lines += ["", f"## {figure.caption}", "", f"![{figure.caption}]({figure.file})"]
     return "\n".join(lines + [""])
 
 
@@ -161,7 +186,7 @@ CSV_FIELDS = ["job", "status", "model", "family", "variant", "data", "augment", 
               "reason"]
 
 
-def write_csv(path: Path, rows: list[Row], choices: list[Choice]) -> None:
+def write_csv(path: Path, rows: list[JobResult], choices: list[LrChoice]) -> None:
     chosen = {id(r) for c in choices for r in c.rows}
     pct = lambda v: "" if v is None else f"{100 * v:.4f}"  # noqa: E731
     with open(path, "w", newline="") as f:

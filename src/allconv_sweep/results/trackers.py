@@ -1,5 +1,5 @@
-"""The sweep's report in the trackers its jobs used: one W&B run with Table 3 and the figures, chosen_lr
-flags in each job's W&B summary, and TensorBoard's figures and hparams."""
+"""The sweep's report in the trackers its jobs used: one W&B run with Table 3 and the figures (offline too:
+it syncs later), chosen_lr flags in each job's W&B summary, and TensorBoard's figures and hparams."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 from allconv_sweep import runs
 from allconv_sweep.results.dashboard import wandb_settings
-from allconv_sweep.results.figures import FIGURES as FIGURE_KEYS
+from allconv_sweep.results.figures import FIGURES
+from allconv_sweep.results.tables import table3_rows
 
 
 def log_report(sweep_dir: Path, result: dict[str, Any]) -> None:
@@ -32,22 +33,6 @@ def _mode(settings: dict) -> str:
     return resolve_mode(settings.get("mode"))
 
 
-def table3_rows(choices: list) -> tuple[list[str], list[list[Any]]]:
-    """The comparison as rows: network, data, lr, protocol, seeds, ours (mean, std), paper, difference, params."""
-    from allconv_sweep.results.paper import display_name, paper_value
-
-    columns = ["network", "data", "augment", "setting", "lr", "protocol", "seeds", "test_error_pct",
-               "test_error_std_pct", "paper_test_error_pct", "ours_minus_paper", "num_params"]
-    data = []
-    for c in choices:
-        ours = None if c.test_mean is None else round(100 * c.test_mean, 3)
-        paper = paper_value(c)
-        data.append([display_name(c.model), c.data, c.augment, c.setting, c.lr, c.protocol, len(c.test_errors), ours,
-                     None if c.test_std is None else round(100 * c.test_std, 3), paper,
-                     None if ours is None or paper is None else round(ours - paper, 3), c.num_params])
-    return columns, data
-
-
 def _wandb_report_run(sweep_dir: Path, settings: dict, choices: list, figures: dict) -> None:
     import wandb
 
@@ -57,8 +42,9 @@ def _wandb_report_run(sweep_dir: Path, settings: dict, choices: list, figures: d
                      mode=_mode(settings), reinit="finish_previous",
                      config={"sweep_dir": str(sweep_dir), "jobs": len(choices)})
     logged = {"table3": wandb.Table(columns=columns, data=data)}
-    for name in figures:
-        logged[FIGURE_KEYS.get(name, name)] = wandb.Image(str(sweep_dir / name))
+    for figure in FIGURES:
+        if figure.file in figures:
+            logged[figure.key] = wandb.Image(str(sweep_dir / figure.file))
     run.log(logged)
     run.finish()
 
@@ -90,9 +76,9 @@ def _tensorboard(sweep_dir: Path, rows: list, choices: list) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(sweep_dir / "tensorboard"))
-    for name in FIGURE_KEYS:
-        if (sweep_dir / name).is_file():
-            writer.add_image(f"report/{FIGURE_KEYS[name]}", matplotlib.image.imread(sweep_dir / name)[..., :3],
+    for figure in FIGURES:
+        if (sweep_dir / figure.file).is_file():
+            writer.add_image(f"report/{figure.key}", matplotlib.image.imread(sweep_dir / figure.file)[..., :3],
                              dataformats="HWC")
     chosen = {id(r) for c in choices for r in c.rows}
     for r in rows:

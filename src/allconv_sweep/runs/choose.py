@@ -10,7 +10,7 @@ from allconv_sweep.runs.record import FINISHED
 
 
 @dataclass
-class Choice:
+class LrChoice:
     """Per network (and setting): the learning rate chosen on validation error, and its test error.
 
     `rows` are the runs the test error is reported from: the final runs (retrained on the whole training
@@ -58,7 +58,7 @@ class Choice:
         return {r.status for r in self.rows}
 
 
-def choose(rows: list[Any]) -> list[Choice]:
+def choose(rows: list[Any]) -> list[LrChoice]:
     """Per group of runs that differ only in lr, seed and protocol (`row.group`): the lr with the lowest
     validation error, averaged over the seeds that every lr has (extra seeds at the chosen lr never tilt
     the choice); ties go to a non-diverged run, then the larger lr. No validation split at all: chosen on
@@ -83,7 +83,7 @@ def choose(rows: list[Any]) -> list[Choice]:
         base = dict(model=first.model, family=first.family, variant=first.variant, data=first.data,
                     augment=first.augment, setting=first.setting, num_params=params)
         if not by_lr:
-            choices.append(Choice(**base, lr=None, chosen_on="none", rows=[], candidates={}))
+            choices.append(LrChoice(**base, lr=None, chosen_on="none", rows=[], candidates={}))
             continue
         common = set.intersection(*({r.seed for r in rs} for rs in by_lr.values()))
         scores = {}
@@ -95,6 +95,6 @@ def choose(rows: list[Any]) -> list[Choice]:
         final_at = [r for r in final if r.lr == lr]
         reported = final_at if final_at and select is not final else [r for r in select if r.lr == lr]
         reported = sorted(reported, key=lambda r: (r.seed is None, r.seed))
-        choices.append(Choice(**base, lr=lr, chosen_on="val" if metric == "val_error" else "test", rows=reported,
+        choices.append(LrChoice(**base, lr=lr, chosen_on="val" if metric == "val_error" else "test", rows=reported,
                               candidates=scores, protocol="final" if reported and reported[0].val_size == 0 else "select"))
     return choices

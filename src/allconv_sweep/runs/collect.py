@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,13 +20,20 @@ VARYING_IDENTITY = {"optimizer.lr", "seed", "data.val_size"}
 
 
 @dataclass
-class Row(RunRecord):
-    """One job of the sweep: its RunRecord (status "missing" when it left none), where it is, and what
-    sets it apart from the folder's other runs."""
+class JobResult(RunRecord):
+    """One job of the sweep, as the report reads it back: its RunRecord (status "missing" when it left
+    none), its identity (run.json), where it is, and what sets it apart from the folder's other runs."""
     job: str = ""
     path: Path = Path(".")
     setting: str = ""       # overrides that set this run apart from the others, beyond model/data/augment/lr/seed
-    digest: str = "unknown"  # its config (run.json identity) minus lr, seed and protocol
+    identity: dict[str, Any] = field(default_factory=dict)  # run.json's (empty when it has none)
+
+    @property
+    def digest(self) -> str:
+        """Its config (run.json identity) minus lr, seed and protocol."""
+        if not self.identity:
+            return "unknown"
+        return result_key({k: v for k, v in self.identity.items() if k not in VARYING_IDENTITY})
 
     @property
     def settings(self) -> list[str]:
@@ -42,7 +49,7 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
                   if d.is_dir() and any((d / f).exists() for f in (METRICS_FILE, RUN_FILE, ".hydra")))
 
 
-def collect(sweep_dir: str | Path) -> list[Row]:
+def collect(sweep_dir: str | Path) -> list[JobResult]:
     """Every job the folder holds or the sweep planned (sweep.json), with its record or as missing."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -70,20 +77,17 @@ def collect(sweep_dir: str | Path) -> list[Row]:
     return rows
 
 
-def common_settings(rows: list[Row]) -> list[str]:
+def common_settings(rows: list[JobResult]) -> list[str]:
     """Overrides every job of the folder shares (a short schedule, a data subset, ...): the report's header."""
     return sorted(set.intersection(*(set(r.settings) for r in rows))) if rows else []
 
 
-def _digest(path: Path) -> str:
-    info = read_run_info(path)
-    ident = (info or {}).get("identity")
-    if not isinstance(ident, dict):
-        return "unknown"
-    return result_key({k: v for k, v in ident.items() if k not in VARYING_IDENTITY})
+def _identity(path: Path) -> dict[str, Any]:
+    ident = (read_run_info(path) or {}).get("identity")
+    return ident if isinstance(ident, dict) else {}
 
 
-def _row(name: str, path: Path, plan: dict) -> Row:
+def _row(name: str, path: Path, plan: dict) -> JobResult:
     try:
         record = read_record(path)
         damaged = None
@@ -92,7 +96,7 @@ def _row(name: str, path: Path, plan: dict) -> Row:
     if record is not None:
         data = record.to_dict()
         data["overrides"] = list(data.get("overrides") or plan.get("overrides") or _overrides_file(path))
-        return Row(**data, job=name, path=path, digest=_digest(path))
+        return JobResult(**data, job=name, path=path, identity=_identity(path))
     # no (readable) metrics.json: the job never ran, is still running, or died without a record
     info = {k: v for k, v in plan.items() if k in RunRecord.__dataclass_fields__ and k not in ("status", "reason")}
     if (path / ".hydra" / "config.yaml").is_file():  # values read as data (allconv_sweep.config.records)
@@ -117,7 +121,7 @@ def _row(name: str, path: Path, plan: dict) -> Row:
     reason += "; last.ckpt present, a re-run resumes it" if (path / "checkpoints" / "last.ckpt").is_file() else ""
     info["overrides"] = list(info.get("overrides") or _overrides_file(path))
     info["lr"] = _f(info.get("lr"))
-    return Row(status="missing", reason=reason, **info, job=name, path=path, digest=_digest(path))
+    return JobResult(status="missing", reason=reason, **info, job=name, path=path, identity=_identity(path))
 
 
 def _logged_error(path: Path) -> Optional[str]:

@@ -51,6 +51,8 @@ class RunRecord:
     num_params: Optional[int] = None
     epochs_run: Optional[int] = None
     max_epochs: Optional[int] = None
+    steps_per_epoch: Optional[int] = None     # optimizer steps per epoch, as the lr schedule counted them
+    lr_drop_epochs: Optional[list[int]] = None  # 1-based epochs that started at a lower lr (the schedule's drops)
     train_size: Optional[int] = None          # images per split: what the result was fitted on
     val_size: Optional[int] = None
     test_size: Optional[int] = None

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from allconv_sweep import runs
 from allconv_sweep.model.module import ImageClassifier
 from allconv_sweep.model.nets import count_parameters
+from allconv_sweep.model.schedule import drop_epochs
 from allconv_sweep.runs import RunRecord
 from allconv_sweep.training import precision
 from allconv_sweep.training.callbacks import DivergenceMonitor
@@ -67,6 +68,13 @@ def used_batch_size(cfg: DictConfig, dm, world_size: int) -> int:
     return min(asked, -(-n // max(1, world_size))) if n else asked
 
 
+def _lr_drops(cfg: DictConfig, epochs_run: int) -> Optional[list[int]]:
+    s = cfg.scheduler
+    if s.get("milestones") is None:
+        return None
+    return drop_epochs(list(s.milestones), int(s.of_epochs), int(cfg.trainer.max_epochs), int(epochs_run))
+
+
 def _err(acc: Optional[float]) -> Optional[float]:
     return None if acc is None else 1.0 - acc
 
@@ -93,6 +101,7 @@ def record_run(*, cfg, model, output_dir, key, info, trainer, throughput, diverg
         lr=float(cfg.optimizer.lr), seed=int(cfg.seed), batch_size=used_batch_size(cfg, dm, trainer.world_size),
         num_params=count_parameters(model.net),
         epochs_run=int(trainer.current_epoch), max_epochs=int(cfg.trainer.max_epochs),
+        steps_per_epoch=getattr(model, "steps_per_epoch", None), lr_drop_epochs=_lr_drops(cfg, trainer.current_epoch),
         train_size=sizes.get("train"), val_size=sizes.get("val", 0), test_size=sizes.get("test"),
         images_seen=divergence.images_seen if divergence is not None else None,
         train_acc=train_acc, train_error=_err(train_acc), val_acc=val_acc, val_error=_err(val_acc),
