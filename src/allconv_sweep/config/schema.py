@@ -7,7 +7,8 @@ says. The range checks are each dataclass's __post_init__, run by validate() (Om
 dataclasses) once after composition. Every failure becomes one line naming the key, the value and what is
 valid (config.user_error).
 
-The YAML files keep the values and the comments that say why (conf/); this file keeps the types and limits.
+The YAML files keep the values and the comments that say why (conf/); this file keeps the types and limits,
+and no values: every field is MISSING (each option's YAML sets it; a field no YAML set would fail loudly).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import dataclasses
 import difflib
 import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, List, Optional
 
@@ -67,17 +68,17 @@ def _auto_or_bool(value: Any, key: str) -> None:
 @dataclass
 class ModelConf:
     """conf/model/*.yaml + conf/model_options/default.yaml; instantiate(cfg.model) -> the network."""
-    _target_: str = "allconv_sweep.model.nets.build_network"
+    _target_: str = MISSING
     name: str = MISSING
-    family: Optional[str] = None
-    variant: Optional[str] = None
+    family: Optional[str] = MISSING
+    variant: Optional[str] = MISSING
     layers: List[Any] = MISSING
-    final_relu: bool = True
-    init: Init = Init["caffe_xavier"]
-    batch_norm: bool = False
-    head: Head = Head.conv
-    channels_last: bool = True
-    compile: bool = False
+    final_relu: bool = MISSING
+    init: Init = MISSING
+    batch_norm: bool = MISSING
+    head: Head = MISSING
+    channels_last: bool = MISSING
+    compile: bool = MISSING
 
 
 # -------------------------------------------------------------------------------------------------- data
@@ -86,14 +87,14 @@ class ModelConf:
 class _InMemoryData:
     name: str = MISSING
     num_classes: int = MISSING
-    image_size: int = 32
-    val_size: int = 5000
-    split_seed: int = 0
-    classes: Optional[List[int]] = None
-    batch_size: int = 128
-    eval_batch_size: int = 500
-    on_device: Any = "auto"
-    num_workers: int = 0
+    image_size: int = MISSING
+    val_size: int = MISSING
+    split_seed: int = MISSING
+    classes: Optional[List[int]] = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+    on_device: Any = MISSING
+    num_workers: int = MISSING
 
     def __post_init__(self) -> None:
         _positive(self.num_classes, "data.num_classes", integer=True)
@@ -110,19 +111,19 @@ class _InMemoryData:
 
 @dataclass
 class CifarDataConf(_InMemoryData):
-    _target_: str = "allconv_sweep.data.CifarDataModule"
-    root: str = "data"
-    download: bool = True
-    verify: bool = True
+    _target_: str = MISSING
+    root: str = MISSING
+    download: bool = MISSING
+    verify: bool = MISSING
 
 
 @dataclass
 class FakeDataConf(_InMemoryData):
-    _target_: str = "allconv_sweep.data.FakeDataModule"
-    total_classes: int = 10
-    train_size: int = 512
-    test_size: int = 256
-    noise: float = 0.5
+    _target_: str = MISSING
+    total_classes: int = MISSING
+    train_size: int = MISSING
+    test_size: int = MISSING
+    noise: float = MISSING
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -134,24 +135,24 @@ class FakeDataConf(_InMemoryData):
 
 @dataclass
 class ImageNetDataConf:
-    _target_: str = "allconv_sweep.data.imagenet.ImageNetDataModule"
-    name: str = "imagenet"
-    num_classes: int = 1000
-    max_per_class: Optional[int] = None
-    root: str = "data/imagenet"
-    train_dir: str = "train"
-    val_dir: str = "val"
-    test_dir: str = "val"
-    image_size: int = 224
-    resize: int = 256
-    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    batch_size: int = 64
-    eval_batch_size: int = 250
-    num_workers: int = 8
-    pin_memory: Any = "auto"
-    persistent_workers: bool = True
-    prefetch_factor: int = 4
+    _target_: str = MISSING
+    name: str = MISSING
+    num_classes: int = MISSING
+    max_per_class: Optional[int] = MISSING
+    root: str = MISSING
+    train_dir: str = MISSING
+    val_dir: str = MISSING
+    test_dir: str = MISSING
+    image_size: int = MISSING
+    resize: int = MISSING
+    mean: List[float] = MISSING
+    std: List[float] = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+    num_workers: int = MISSING
+    pin_memory: Any = MISSING
+    persistent_workers: bool = MISSING
+    prefetch_factor: int = MISSING
 
     def __post_init__(self) -> None:
         for key in ("num_classes", "batch_size", "eval_batch_size", "image_size", "resize", "prefetch_factor"):
@@ -178,8 +179,8 @@ class PreprocessConf:
 
 @dataclass
 class GcnZcaConf(PreprocessConf):
-    gcn_scale: float = 55.0
-    zca_filter_bias: float = 0.1
+    gcn_scale: float = MISSING
+    zca_filter_bias: float = MISSING
 
     def __post_init__(self) -> None:
         _positive(self.gcn_scale, "preprocess.gcn_scale")
@@ -193,8 +194,8 @@ class AugmentConf:
 
 @dataclass
 class FlipTranslateConf(AugmentConf):
-    flip: bool = True
-    max_shift: int = 5
+    flip: bool = MISSING
+    max_shift: int = MISSING
 
     def __post_init__(self) -> None:
         _positive(self.max_shift, "augment.max_shift", integer=True, zero=True)
@@ -202,9 +203,9 @@ class FlipTranslateConf(AugmentConf):
 
 @dataclass
 class RandomResizedCropConf(AugmentConf):
-    scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
-    ratio: List[float] = field(default_factory=lambda: [0.75, 1.3333333])
-    flip: bool = True
+    scale: List[float] = MISSING
+    ratio: List[float] = MISSING
+    flip: bool = MISSING
 
     def __post_init__(self) -> None:
         for key in ("scale", "ratio"):
@@ -217,12 +218,12 @@ class RandomResizedCropConf(AugmentConf):
 
 @dataclass
 class SGDConf:
-    _target_: str = "torch.optim.SGD"
-    _partial_: bool = True      # the parameters are bound later: instantiate(cfg.optimizer)(net.parameters())
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.001
-    nesterov: bool = False
+    _target_: str = MISSING
+    _partial_: bool = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+    nesterov: bool = MISSING
 
     def __post_init__(self) -> None:
         _positive(self.lr, "optimizer.lr")
@@ -234,12 +235,12 @@ class SGDConf:
 
 @dataclass
 class AdamConf:
-    _target_: str = "torch.optim.Adam"
-    _partial_: bool = True
-    lr: float = 0.001
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 0.0
+    _target_: str = MISSING
+    _partial_: bool = MISSING
+    lr: float = MISSING
+    betas: List[float] = MISSING
+    eps: float = MISSING
+    weight_decay: float = MISSING
 
     def __post_init__(self) -> None:
         _positive(self.lr, "optimizer.lr")
@@ -252,13 +253,15 @@ class AdamConf:
 
 
 @dataclass
-class PaperScheduleConf:
-    _target_: str = "allconv_sweep.model.schedule.paper_schedule"
-    _partial_: bool = True      # the optimizer and the run's length are bound in configure_optimizers
-    milestones: List[float] = field(default_factory=lambda: [200.0, 250.0, 300.0])
-    of_epochs: int = 350
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
+class MultiStepScheduleConf:
+    """scheduler=multistep: allconv_sweep.model.schedule.paper_schedule (that name is in every run's recorded
+    _target_, hence in its result key: renaming it would orphan every finished run)."""
+    _target_: str = MISSING
+    _partial_: bool = MISSING
+    milestones: List[float] = MISSING
+    of_epochs: int = MISSING
+    gamma: float = MISSING
+    warmup_epochs: float = MISSING
 
     def __post_init__(self) -> None:
         _positive(self.of_epochs, "scheduler.of_epochs", integer=True)
@@ -276,24 +279,24 @@ class TrainerConf:
     argument: add it here and to conf/trainer/default.yaml, or give it as +trainer.<argument>=<value>
     (check_added holds it to Trainer's signature). validate() runs __post_init__, check_added, and
     check_machine where the run will run."""
-    _target_: str = "lightning.pytorch.Trainer"
-    max_epochs: int = 350
-    accelerator: str = "auto"
-    devices: Any = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    sync_batchnorm: bool = False
-    precision: str = "auto"
-    deterministic: bool = False
-    benchmark: Optional[bool] = None
-    gradient_clip_val: Optional[float] = None
-    accumulate_grad_batches: int = 1
-    log_every_n_steps: int = 50
-    limit_train_batches: Optional[float] = None
-    limit_val_batches: Optional[float] = None
-    limit_test_batches: Optional[float] = None
-    check_val_every_n_epoch: int = 1
-    enable_progress_bar: bool = True
+    _target_: str = MISSING
+    max_epochs: int = MISSING
+    accelerator: str = MISSING
+    devices: Any = MISSING
+    num_nodes: int = MISSING
+    strategy: str = MISSING
+    sync_batchnorm: bool = MISSING
+    precision: str = MISSING
+    deterministic: bool = MISSING
+    benchmark: Optional[bool] = MISSING
+    gradient_clip_val: Optional[float] = MISSING
+    accumulate_grad_batches: int = MISSING
+    log_every_n_steps: int = MISSING
+    limit_train_batches: Optional[float] = MISSING
+    limit_val_batches: Optional[float] = MISSING
+    limit_test_batches: Optional[float] = MISSING
+    check_val_every_n_epoch: int = MISSING
+    enable_progress_bar: bool = MISSING
 
     def __post_init__(self) -> None:
         _positive(self.max_epochs, "trainer.max_epochs", integer=True)
@@ -484,12 +487,12 @@ def _describe(annotation: Any) -> str:
 @dataclass
 class DivergenceConf:
     """callbacks.divergence: allconv_sweep.training.callbacks.DivergenceMonitor."""
-    _target_: str = "allconv_sweep.training.callbacks.DivergenceMonitor"
+    _target_: str = MISSING
     num_classes: int = MISSING
-    dead_output_fraction: float = 0.01
-    dead_output_images: Optional[int] = 100_000
-    chance_images: Optional[int] = 500_000
-    chance_margin: float = 0.02
+    dead_output_fraction: float = MISSING
+    dead_output_images: Optional[int] = MISSING
+    chance_images: Optional[int] = MISSING
+    chance_margin: float = MISSING
 
     def __post_init__(self) -> None:
         _within(self.dead_output_fraction, "callbacks.divergence.dead_output_fraction", 0, 1)
@@ -503,25 +506,25 @@ class DivergenceConf:
 class NonFiniteStopConf:
     """callbacks.nonfinite: Lightning's EarlyStopping, used only for check_finite (a NaN/inf training loss
     stops the run at the epoch's end; patience never runs out)."""
-    _target_: str = "lightning.pytorch.callbacks.EarlyStopping"
-    monitor: str = "train/loss_epoch"
-    check_finite: bool = True
-    check_on_train_epoch_end: bool = True
-    patience: int = MAX_INT
-    mode: str = "min"
-    verbose: bool = False
+    _target_: str = MISSING
+    monitor: str = MISSING
+    check_finite: bool = MISSING
+    check_on_train_epoch_end: bool = MISSING
+    patience: int = MISSING
+    mode: str = MISSING
+    verbose: bool = MISSING
 
 
 @dataclass
 class WandbConf:
-    _target_: str = "allconv_sweep.training.wandb_run.make_wandb_logger"
+    _target_: str = MISSING
     save_dir: str = MISSING
-    project: str = "allconv_sweep"
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    name: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
-    mode: Optional[str] = None
+    project: str = MISSING
+    entity: Optional[str] = MISSING
+    group: Optional[str] = MISSING
+    name: Optional[str] = MISSING
+    tags: List[str] = MISSING
+    mode: Optional[str] = MISSING
 
     def __post_init__(self) -> None:
         if self.mode not in (None, "online", "offline", "disabled"):
@@ -531,23 +534,23 @@ class WandbConf:
 @dataclass
 class TrackingConf:
     """How runs are grouped and named in experiment trackers (W&B); sweeps set these."""
-    group: Optional[str] = None
-    run_name: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
+    group: Optional[str] = MISSING
+    run_name: Optional[str] = MISSING
+    tags: List[str] = MISSING
 
 
 # ------------------------------------------------------------------------------------------- launchers
 
 @dataclass
 class LocalLauncherConf:
-    name: str = "local"
+    name: str = MISSING
 
 
 @dataclass
 class GpusLauncherConf:
-    name: str = "gpus"
-    n_jobs: Optional[int] = None
-    jobs_per_gpu: int = 1
+    name: str = MISSING
+    n_jobs: Optional[int] = MISSING
+    jobs_per_gpu: int = MISSING
     lease_dir: str = MISSING
 
     def __post_init__(self) -> None:
@@ -558,17 +561,17 @@ class GpusLauncherConf:
 
 @dataclass
 class SlurmLauncherConf:
-    name: str = "slurm"
-    partition: Optional[str] = None
-    gpus_per_job: int = 1
-    cpus_per_task: int = 8
-    mem_gb: int = 32
-    timeout_min: int = 720
-    array_parallelism: int = 64
-    max_requeues: int = 3
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    constraint: Optional[str] = None
+    name: str = MISSING
+    partition: Optional[str] = MISSING
+    gpus_per_job: int = MISSING
+    cpus_per_task: int = MISSING
+    mem_gb: int = MISSING
+    timeout_min: int = MISSING
+    array_parallelism: int = MISSING
+    max_requeues: int = MISSING
+    account: Optional[str] = MISSING
+    qos: Optional[str] = MISSING
+    constraint: Optional[str] = MISSING
 
     def __post_init__(self) -> None:
         _positive(self.gpus_per_job, "launcher.gpus_per_job", integer=True, zero=True)
@@ -580,7 +583,7 @@ class SlurmLauncherConf:
 @dataclass
 class PathsConf:
     output_dir: str = MISSING
-    cache_dir: Optional[str] = None
+    cache_dir: Optional[str] = MISSING
 
 
 # -------------------------------------------------------------------------------------------- top level
@@ -588,10 +591,10 @@ class PathsConf:
 @dataclass
 class RunConf:
     """The keys at the top of conf/config.yaml (checked by validate(); the groups have their own)."""
-    seed: int = 0
-    resume: bool = True
-    finetune_from: Optional[str] = None
-    print_config: bool = True
+    seed: int
+    resume: bool
+    finetune_from: Optional[str]
+    print_config: bool
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
@@ -605,7 +608,7 @@ SCHEMAS: dict[str, Any] = {
     "augment/plain": AugmentConf, "augment/flip_translate": FlipTranslateConf,
     "augment/random_resized_crop": RandomResizedCropConf,
     "optimizer/sgd": SGDConf, "optimizer/adam": AdamConf,
-    "scheduler/paper": PaperScheduleConf,
+    "scheduler/multistep": MultiStepScheduleConf,
     "trainer/lightning": TrainerConf,
     "callbacks/divergence": DivergenceConf, "callbacks/nonfinite": NonFiniteStopConf,
     "logger/wandb": WandbConf,

@@ -71,13 +71,11 @@ class UndecodableImage(RuntimeError):
 class ImageNetDataModule(L.LightningDataModule):
     """``data=imagenet``: train / val (/ test, the val folder by default) ImageFolders."""
 
-    def __init__(self, *, num_classes: int, root: str, preprocess: dict, augment: dict, name: str = "imagenet",
-                 max_per_class: int | None = None, train_dir: str = "train", val_dir: str = "val",
-                 test_dir: str = "val", image_size: int = 224, resize: int = 256,
-                 mean: tuple[float, ...] = (0.485, 0.456, 0.406), std: tuple[float, ...] = (0.229, 0.224, 0.225),
-                 batch_size: int = 64, eval_batch_size: int = 250, num_workers: int = 8, pin_memory: Any = "auto",
-                 persistent_workers: bool = True, prefetch_factor: int = 4, seed: int = 0,
-                 cache_dir: str | None = None):
+    def __init__(self, *, num_classes: int, root: str, preprocess: dict, augment: dict, name: str,
+                 max_per_class: int | None, train_dir: str, val_dir: str, test_dir: str, image_size: int,
+                 resize: int, mean: tuple[float, ...], std: tuple[float, ...], batch_size: int,
+                 eval_batch_size: int, num_workers: int, pin_memory: Any, persistent_workers: bool,
+                 prefetch_factor: int, seed: int, cache_dir: str | None):
         """preprocess / augment: the resolved groups (standardize uses mean/std here; none scales to [0, 1]);
         cache_dir: unused (nothing is fitted on ImageNet), taken like every data module's; the rest:
         conf/data/imagenet.yaml. Values are checked by the schema (allconv_sweep/schema.py)."""

@@ -2,8 +2,10 @@
 after an optional linear warm-up (LinearLR, chained by SequentialLR). Stepped every optimizer step, so the
 milestones, given in epochs on the paper's 350-epoch scale, become steps of this run.
 
-conf/scheduler/multistep.yaml names paper_schedule with _partial_: true; ImageClassifier.configure_optimizers
-binds the optimizer and the run's length: instantiate(cfg.scheduler)(opt, max_epochs=..., steps_per_epoch=...).
+scheduler=multistep (conf/scheduler/multistep.yaml, schema MultiStepScheduleConf) names paper_schedule with
+_partial_: true (that name stays: it is in every run's recorded _target_, hence in its result key);
+ImageClassifier.configure_optimizers binds the optimizer and the run's length:
+instantiate(cfg.scheduler)(opt, max_epochs=..., steps_per_epoch=...).
 """
 
 from __future__ import annotations

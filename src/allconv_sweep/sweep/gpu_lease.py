@@ -49,11 +49,8 @@ def visible_gpus() -> list[str]:
 
 
 def plan_slots(n_jobs: Optional[int], jobs_per_gpu: int = 1, gpus: Optional[list[str]] = None) -> list[Slot]:
-    """GPU slots (each GPU jobs_per_gpu times) when GPUs are visible, else CPU slots; n_jobs caps them."""
-    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1):
-        raise UserError(f"launcher.n_jobs={n_jobs!r}: must be a positive integer, or null for one job per visible GPU")
-    if isinstance(jobs_per_gpu, bool) or not isinstance(jobs_per_gpu, int) or jobs_per_gpu < 1:
-        raise UserError(f"launcher.jobs_per_gpu={jobs_per_gpu!r}: must be a positive integer")
+    """GPU slots (each GPU jobs_per_gpu times) when GPUs are visible, else CPU slots; n_jobs caps them.
+    (n_jobs and jobs_per_gpu are checked by the schema, GpusLauncherConf; here only against the GPUs seen.)"""
     gpus = visible_gpus() if gpus is None else gpus
     if not gpus:
         return [Slot(f"cpu{k}", None) for k in range(n_jobs or 1)]

@@ -1,4 +1,4 @@
-"""The jobs of a sweep (sweeps/*.yaml): their folders and state, the checks, the dry run, the seeds sweep.
+"""The jobs of a sweep (a sweeps/*.yaml file, its sweep.* keys): their folders and state, the checks, the dry run.
 
 Used by PaperSweeper (src/hydra_plugins/allconv_sweep_plugins/sweeper.py) in the process that starts the
 sweep, before anything is launched:
@@ -57,19 +57,6 @@ class Job:
         return self.state.kind in ("new", "resume", "rerun")
 
 
-def launcher_kind(cfg: DictConfig) -> str:
-    target = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
-    if target.endswith("SlurmLauncher"):
-        return "slurm"
-    if target.endswith("GpuPoolLauncher"):
-        return "gpus"
-    if "joblib" in target.lower():
-        return "joblib"
-    if "submitit" in target:
-        return "submitit_local"
-    return "local"
-
-
 def _multi_device(devices: Any, one_gpu_visible: bool) -> bool:
     if isinstance(devices, bool) or devices is None:
         return False
@@ -84,17 +71,16 @@ def _multi_device(devices: Any, one_gpu_visible: bool) -> bool:
 
 
 def check_ddp(job_cfg: DictConfig, kind: str) -> None:
-    """Refuse Lightning DDP inside a multirun whose jobs run in this machine's processes."""
+    """Refuse Lightning DDP inside a multirun whose jobs run in this machine's processes (kind: launcher.name)."""
     if kind == "slurm":  # SLURM starts one task per GPU; Lightning joins them and re-runs nothing
         return
     devices = OmegaConf.select(job_cfg, "trainer.devices", default=1)
     strategy = OmegaConf.select(job_cfg, "trainer.strategy", default=None)
     if strategy in SPAWN_STRATEGIES or not _multi_device(devices, one_gpu_visible=kind == "gpus"):
         return
-    name = "gpus" if kind == "gpus" else ("local" if kind == "local" else kind)
     n = devices if str(devices).isdigit() else "<n>"
     raise UserError(
-        f"trainer.devices={devices} with launcher={name}: Lightning DDP re-runs this command line in each "
+        f"trainer.devices={devices} with launcher={kind}: Lightning DDP re-runs this command line in each "
         f"child process, and in a Hydra multirun that line is the whole sweep, so every child would start "
         f"the sweep again (upstream: {DDP_ISSUES}); instead use launcher=gpus with trainer.devices=1 "
         f"(one job per GPU, several jobs at once), or launcher=slurm launcher.gpus_per_job={n} "

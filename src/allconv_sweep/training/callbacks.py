@@ -8,6 +8,13 @@ import time
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from omegaconf import OmegaConf
+
+from allconv_sweep.config import config_dir
+
+# callbacks.divergence as conf/callbacks/default.yaml sets it: the one home of the monitor's threshold and
+# windows (with their reasons); the defaults of a monitor built without a config (tests, notebooks)
+CONFIGURED = OmegaConf.load(config_dir() / "callbacks" / "default.yaml").divergence
 
 
 class DivergenceMonitor(L.Callback):
@@ -28,8 +35,9 @@ class DivergenceMonitor(L.Callback):
     - accuracy (validation, else training) still at chance after ``chance_images`` training images.
     """
 
-    def __init__(self, num_classes: int, dead_output_fraction: float = 0.01, dead_output_images: int | None = 100_000,
-                 chance_images: int | None = 500_000, chance_margin: float = 0.02):
+    def __init__(self, num_classes: int, dead_output_fraction: float = CONFIGURED.dead_output_fraction,
+                 dead_output_images: int | None = CONFIGURED.dead_output_images,
+                 chance_images: int | None = CONFIGURED.chance_images, chance_margin: float = CONFIGURED.chance_margin):
         self.num_classes = num_classes
         self.dead_output_fraction = dead_output_fraction
         self.dead_output_images = dead_output_images

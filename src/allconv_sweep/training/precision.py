@@ -59,25 +59,25 @@ def read_cpu(cpuinfo: str | None = None) -> CPU:
 
 
 @dataclass
-class Choice:
+class ResolvedPrecision:
     precision: str   # what to ask Lightning for
     reason: str      # one line: why
 
 
-def resolve(requested: str, accelerator: str, cpu: Optional[CPU] = None, cuda_bf16: Optional[bool] = None) -> Choice:
+def resolve(requested: str, accelerator: str, cpu: Optional[CPU] = None, cuda_bf16: Optional[bool] = None) -> ResolvedPrecision:
     """trainer.precision as Lightning should get it. Anything but auto passes through unchanged."""
     if str(requested) != "auto":
-        return Choice(str(requested), "as requested")
+        return ResolvedPrecision(str(requested), "as requested")
     import torch
 
     on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if on_cuda:
         supported = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
         name = torch.cuda.get_device_name() if cuda_bf16 is None and torch.cuda.is_available() else "the GPU"
-        return (Choice("bf16-mixed", f"{name} runs bf16 natively") if supported else
-                Choice("32-true", f"{name} has no native bf16 (before Ampere): fp32"))
+        return (ResolvedPrecision("bf16-mixed", f"{name} runs bf16 natively") if supported else
+                ResolvedPrecision("32-true", f"{name} has no native bf16 (before Ampere): fp32"))
     cpu = cpu or read_cpu()
     flag = cpu.native_bf16
     if flag:
-        return Choice("bf16-mixed", f"the CPU has {flag} ({cpu.model}): bf16 is native")
-    return Choice("32-true", f"the CPU has neither amx_bf16 nor avx512_bf16 ({cpu.model}): bf16 would be emulated, fp32")
+        return ResolvedPrecision("bf16-mixed", f"the CPU has {flag} ({cpu.model}): bf16 is native")
+    return ResolvedPrecision("32-true", f"the CPU has neither amx_bf16 nor avx512_bf16 ({cpu.model}): bf16 would be emulated, fp32")

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
 from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
@@ -21,9 +21,10 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 @dataclass
 class GpuPoolLauncherConf(JobLibLauncherConf):
     _target_: str = "hydra_plugins.allconv_sweep_plugins.gpu_launcher.GpuPoolLauncher"
-    n_jobs: Optional[int] = None        # type: ignore[assignment]  # None: one per visible GPU x jobs_per_gpu
-    jobs_per_gpu: int = 1
-    lease_dir: str = "/tmp/allconv_sweep_leases"
+    # n_jobs, jobs_per_gpu, lease_dir: set by conf/launcher/gpus.yaml (launcher.*), their one home
+    n_jobs: Optional[int] = MISSING     # type: ignore[assignment]
+    jobs_per_gpu: int = MISSING
+    lease_dir: str = MISSING
     batch_size: str = "1"               # hand a worker one job at a time, so a freed GPU takes the next job
     pre_dispatch: str = "n_jobs"
 
@@ -33,8 +34,7 @@ ConfigStore.instance().store(group="hydra/launcher", name="allconv_gpus", node=G
 
 
 class GpuPoolLauncher(JoblibLauncher):
-    def __init__(self, n_jobs: Optional[int] = None, jobs_per_gpu: int = 1,
-                 lease_dir: str = "/tmp/allconv_sweep_leases", **joblib_kwargs: Any) -> None:
+    def __init__(self, n_jobs: Optional[int], lease_dir: str, jobs_per_gpu: int = 1, **joblib_kwargs: Any) -> None:
         from allconv_sweep.sweep.gpu_lease import plan_slots
 
         self.slots = plan_slots(n_jobs, jobs_per_gpu)

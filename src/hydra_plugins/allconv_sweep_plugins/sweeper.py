@@ -1,4 +1,6 @@
-"""PaperSweeper: Hydra's basic sweeper (the same grid syntax and job order) plus what a paper sweep needs.
+"""PaperSweeper, the Hydra sweeper plugin (a multirun's driver) of every sweep file (sweeps/*.yaml): Hydra's
+basic sweeper (the same grid syntax and job order) plus what a paper sweep needs; the work is done by the
+sweep package (allconv_sweep.sweep.plan, .follow_up).
 
 Set by sweeps/_common.yaml (hydra.sweeper._target_). Before launching it composes every job's config
 (allconv_sweep.sweep.plan.plan) and then:
@@ -64,7 +66,7 @@ class PaperSweeper(BasicSweeper):
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         cfg = self.config
         name = str(OmegaConf.select(cfg, "sweep.name", default=None) or "multirun")
-        kind = plan_mod.launcher_kind(cfg)
+        kind = str(OmegaConf.select(cfg, "launcher.name", default=None) or "local")  # conf/launcher/<name>.yaml
         try:
             if name == "_common" or OmegaConf.select(cfg, "sweep.name", default=None) is None:
                 from allconv_sweep.config.files import group_options
