@@ -172,7 +172,7 @@ def test_more_classes_asked_than_found_and_wrong_groups(tiny_imagenet):
     cfg = compose(["model=all_cnn_imagenet", "data=imagenet", "data.image_size=32"])
     cfg.paths.output_dir = "unused"
     with pytest.raises(UserError, match="data.image_size=32: the ImageNet network needs at least 59"):
-        config_mod.validate(cfg)  # the schema's check (allconv_sweep/schema.py), before any data is read
+        config_mod.validate(cfg)  # the schema's check (allconv_sweep/config/schema.py), before any data is read
 
 
 # -- several devices: one run, two processes --------------------------------------------------------

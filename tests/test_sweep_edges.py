@@ -157,7 +157,7 @@ def test_job_memory_estimate_grows_with_the_images_held():
     small = job_memory_bytes(compose(["data=fake", "data.train_size=64", "data.test_size=32"]).data)
     big = job_memory_bytes(compose(["data=fake", "data.train_size=4153", "data.test_size=1017"]).data)
     assert JOB_BASE_BYTES < small < big
-    # measured peak RSS for these sizes (launch.py): 1.55 GB; the estimate within 10% of it
+    # measured peak RSS for these sizes (sweep/gpu_lease.py): 1.55 GB; the estimate within 10% of it
     assert abs(big - 1.55e9) < 0.1 * 1.55e9
     full = job_memory_bytes(compose(["data=cifar10", "data.root=/nonexistent"]).data)  # the official 60,000
     assert 4e9 < full < 5.5e9

@@ -26,7 +26,7 @@ def compose(overrides: list[str] | None = None, return_hydra_config: bool = Fals
         return hydra_compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
 
 
-# The groups whose options carry a schema (allconv_sweep/schema.py), and nodes inside groups that do.
+# The groups whose options carry a schema (allconv_sweep/config/schema.py), and nodes inside groups that do.
 # (paths and tracking have types but no range checks, and values that exist only inside a Hydra run.)
 SCHEMA_NODES = ("model", "data", "preprocess", "augment", "optimizer", "scheduler", "trainer", "launcher",
                 "callbacks.divergence", "callbacks.nonfinite", "logger.wandb")

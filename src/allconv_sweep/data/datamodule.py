@@ -3,7 +3,7 @@
 
 read -> class subset -> stratified val split -> preprocess (fitted on the training split only) ->
 batches (sliced on the device, or a DataLoader) -> whole-batch augmentation after transfer.
-Values are checked by the schema (allconv_sweep/schema.py) before a module is built.
+Values are checked by the schema (allconv_sweep/config/schema.py) before a module is built.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ class ImageNetDataModule(L.LightningDataModule):
                  prefetch_factor: int, seed: int, cache_dir: str | None):
         """preprocess / augment: the resolved groups (standardize uses mean/std here; none scales to [0, 1]);
         cache_dir: unused (nothing is fitted on ImageNet), taken like every data module's; the rest:
-        conf/data/imagenet.yaml. Values are checked by the schema (allconv_sweep/schema.py)."""
+        conf/data/imagenet.yaml. Values are checked by the schema (allconv_sweep/config/schema.py)."""
         super().__init__()
         self.cfg = {"name": name, "num_classes": num_classes, "max_per_class": max_per_class, "root": root,
                     "train_dir": train_dir, "val_dir": val_dir, "test_dir": test_dir, "image_size": image_size,
