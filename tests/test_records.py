@@ -177,14 +177,19 @@ def _evil_group_option(tmp_path: Path, npy: Path) -> str:
     return os.path.relpath(tmp_path / "evilmodel", config_dir() / "model")
 
 
-@pytest.mark.parametrize("case", ["added_callback", "hydra_key", "group_outside_conf", "no_such_option"])
+@pytest.mark.parametrize("case", ["added_callback", "hydra_key", "group_outside_conf", "no_such_option",
+                                  "resolver_in_value", "written_elsewhere"])
 def test_a_sweep_folder_whose_recorded_overrides_build_something_else_launches_nothing(
         finished_sweep, tmp_path, capsys, case):
     npy, marker = _evil_npy(tmp_path)
     bad = {"added_callback": f"+callbacks.x={{_target_:numpy.load,file:'{npy}',allow_pickle:true}}",
            "hydra_key": "hydra.sweep.subdir=../escaped",
            "group_outside_conf": f"model={_evil_group_option(tmp_path, npy)}",
-           "no_such_option": "model=model_z"}[case]
+           "no_such_option": "model=model_z",
+           # a resolver in a value runs when the job resolves it: oc.decode's YAML holds what to build
+           "resolver_in_value": f"model.layers='${{oc.decode:\"[{{_target_: os.makedirs, _args_: [{marker}]}}]\"}}'",
+           # a job built from a record writes into its own folder of the sweep, not into another's
+           "written_elsewhere": f"paths.output_dir={tmp_path / 'elsewhere'}"}[case]
     sweep = _hostile_copy(finished_sweep, tmp_path / "sweep",
                           lambda ov: [o for o in ov if not (case.endswith(("conf", "option")) and o.startswith("model="))] + [bad])
     before = sorted(p for p in tmp_path.rglob("*") if p.is_dir())

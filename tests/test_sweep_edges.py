@@ -161,3 +161,13 @@ def test_job_memory_estimate_grows_with_the_images_held():
     assert abs(big - 1.55e9) < 0.1 * 1.55e9
     full = job_memory_bytes(compose(["data=cifar10", "data.root=/nonexistent"]).data)  # the official 60,000
     assert 4e9 < full < 5.5e9
+
+
+def test_a_sweep_whose_jobs_would_write_elsewhere_is_refused_before_launching(tmp_path, capsys):
+    """paths.output_dir is each job's own folder (Hydra's): a sweep that names another one for its jobs (on the
+    command line, or from a record through sweep.from) is refused in one line, and nothing is written there."""
+    elsewhere = tmp_path / "elsewhere"
+    code = multirun(["+sweep=lr_grid", "optimizer.lr=0.1", f"paths.output_dir={elsewhere}"], tmp_path)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: paths.output_dir={elsewhere}:"), err
+    assert not elsewhere.exists() and not (tmp_path / "lr_grid").exists()

@@ -236,6 +236,9 @@ def overrides_from_record(overrides: Any, source: Any) -> list[str]:
             raise _refuse(source, f"{what} is a sweep of several values")
         if any(is_special(part) for part in re.split(r"[./]", key)):
             raise _refuse(source, f"{what} sets a key that tells Hydra what to build")
+        if _says_where(key):
+            raise _refuse(source, f"{what} says where a job writes; a job built from a record writes into its "
+                                  f"own folder of the sweep")
         value = o.value()
         options = group_options(key)
         if options is not None and not isinstance(value, dict):  # Hydra's group choice (a list: several)
@@ -252,7 +255,19 @@ def overrides_from_record(overrides: Any, source: Any) -> list[str]:
     return list(overrides)
 
 
+# Keys that say where a run writes its folder, checkpoints or logs: a job built from a record writes into
+# its own folder of the sweep, never into (or over) another's. (paths.cache_dir stays: the whitening cache
+# is a file named by its content's key, read weights-only and refitted when it does not fit.)
+WHERE_LEAVES = ("output_dir", "dirpath", "save_dir", "lease_dir")
+
+
+def _says_where(key: str) -> bool:
+    return key.split(".")[-1] in WHERE_LEAVES
+
+
 def _check_value(value: Any, what: str, source: Any) -> None:
+    if isinstance(value, str) and _INTERPOLATION in value:  # a resolver (oc.decode, oc.env, ...) would run
+        raise _refuse(source, f"{what}: its value holds an interpolation (a record holds plain values)")
     if isinstance(value, dict):
         for k, v in value.items():
             if is_special(k):

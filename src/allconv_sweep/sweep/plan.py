@@ -30,6 +30,7 @@ from allconv_sweep.config.identity import result_key
 from allconv_sweep.errors import UserError
 from allconv_sweep.runs import RunRecord, RunState
 
+OUTPUT_DIR = "${hydra:runtime.output_dir}"  # conf/paths/default.yaml: the job's folder, made by Hydra
 STATE_TEXT = {"done": "done, skip", "resume": "resume from last.ckpt", "rerun": "run again", "new": "run",
               "mismatch": "ANOTHER CONFIG: refused"}
 
@@ -130,6 +131,11 @@ def plan(master: DictConfig, config_loader: Any, job_overrides: Sequence[Sequenc
             raise UserError(f"hydra.sweep.subdir={cfg.hydra.sweep.subdir!s}: the job folder {job_dir} is not a "
                             f"folder of its own inside the sweep folder {sweep_dir}; nothing was launched. Give "
                             f"one folder name (the default: ${{allconv.safe_dirname:${{hydra.job.override_dirname}}}})")
+        where = cfg.paths._get_node("output_dir")._value() if "paths" in cfg else None
+        if where != OUTPUT_DIR:  # every job writes into its own folder (job_dir), not one the overrides name
+            raise UserError(f"paths.output_dir={where}: a sweep's job writes into its own folder of the sweep "
+                            f"({OUTPUT_DIR}); nothing was launched. Drop paths.output_dir (sweep.root=... or "
+                            f"sweep.name=... move the sweep)")
         if job_dir in seen:
             raise UserError(f"two jobs would share the folder {job_dir} ({' '.join(seen[job_dir])} and "
                             f"{' '.join(overrides)}): a swept key is in hydra.job.config.override_dirname.exclude_keys")
