@@ -54,21 +54,13 @@ def _short(value: Any) -> str:
 # ----------------------------------------------------------------------------------------- composing
 
 def group_options(group: str) -> Optional[list[str]]:
-    """The options of a config group in conf/ (or sweeps/ for `sweep`); None if it is no group."""
+    """The options of a config group (config.files.group_options); None if it is no group, and for a key
+    that is no plain group name (a record's `../x` never looks outside conf/)."""
     from allconv_sweep.config import files
 
-    if group == "sweep":
-        try:
-            root = files.sweeps_dir()
-        except FileNotFoundError:
-            return None
-    else:
-        if not group or "/" in group or "\\" in group or group.startswith("."):
-            return None
-        root = files.config_dir() / group
-    if not root.is_dir():
+    if not group or "/" in group or "\\" in group or group.startswith("."):
         return None
-    return sorted(p.stem for p in root.glob("*.yaml") if not p.stem.startswith("_"))
+    return files.group_options(group)
 
 
 @contextlib.contextmanager

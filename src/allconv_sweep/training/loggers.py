@@ -49,12 +49,7 @@ def truncate_csv(path: str | Path, keep_epochs_below: int) -> None:
     kept = [r for r in rows if not r.get("epoch") or int(float(r["epoch"])) < keep_epochs_below]
     if len(kept) == len(rows):
         return
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(kept)
-    tmp.replace(path)
+    _rewrite(path, fields, kept)
 
 
 def restore_csv(path: str | Path, rows: int, pending: dict | None = None) -> None:
@@ -77,9 +72,14 @@ def restore_csv(path: str | Path, rows: int, pending: dict | None = None) -> Non
         return
     fields = sorted(set().union(*kept))
     path.parent.mkdir(parents=True, exist_ok=True)
+    _rewrite(path, fields, kept)
+
+
+def _rewrite(path: Path, fields: list, rows: list[dict]) -> None:
+    """The CSV replaced whole (a temporary file renamed over it): a kill never leaves half of it."""
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(kept)
+        writer.writerows(rows)
     tmp.replace(path)
