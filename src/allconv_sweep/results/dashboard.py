@@ -1,22 +1,13 @@
-"""W&B dashboards as code (the sweep's report in the trackers: results/trackers.py).
-
-python -m allconv_sweep.dashboard <sweep dir> builds, for the sweep's W&B group, a saved workspace (view)
-with wandb-workspaces:
-  - bar charts of test_error per network (model.name) and per variant (model.variant);
-  - a parallel-coordinates panel model.family -> model.variant -> optimizer.lr -> val_error -> test_error;
-  - validation curves (val/acc per epoch) grouped by network;
-  - the runs table with each job's lr, seed, status, chosen_lr (the lr the report chose), val and test error;
-and a W&B Report: the Table 3 comparison (ours beside the paper's) and the report's figures (the report
-run's images). With W&B credentials it saves both and prints their URLs. Without (offline runs), it writes
-their specs to <sweep dir>/wandb_workspace.json and wandb_report.json and prints the one command that
-publishes them after `wandb sync`.
-"""
+"""python -m allconv_sweep.dashboard <sweep dir>: for the sweep's W&B group, a saved workspace (test_error per
+network and per variant, a parallel-coordinates panel family -> variant -> lr -> val and test error, validation
+curves per network, the runs table) and a W&B Report (Table 3 beside the paper's, the report run's figures),
+built with wandb-workspaces. Saved with W&B credentials; without, their specs are written to
+wandb_workspace.json and wandb_report.json with the command that publishes them after `wandb sync`."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,8 +22,6 @@ RUNS_TABLE = ["config:model.name", "config:model.variant", "config:optimizer.lr"
 PARALLEL = [("config", "model.family"), ("config", "model.variant"), ("config", "optimizer.lr"),
             ("summary", "val_error"), ("summary", "test_error")]
 
-
-# --------------------------------------------------------------------------------------------- the sweep
 
 def wandb_settings(sweep_dir: Path, rows: list) -> Optional[dict[str, Any]]:
     """{project, entity, group, mode} of the sweep's W&B runs (from a job's config), or None without W&B."""
@@ -56,19 +45,15 @@ def spec(sweep_dir: Path, settings: dict, entity: Optional[str], choices: list) 
     figures = [f.key for f in FIGURES if (sweep_dir / f.file).is_file()]
     return {
         "workspace": {
-            "entity": entity, "project": settings["project"], "group": group,
-            "name": f"{group}: variants compared",
+            "entity": entity, "project": settings["project"], "group": group, "name": f"{group}: variants compared",
             "panels": [
                 {"type": "bar", "title": "test error per network", "metric": "test_error", "groupby": "model.name"},
                 {"type": "bar", "title": "test error per variant", "metric": "test_error", "groupby": "model.variant"},
                 {"type": "parallel_coordinates", "title": "family -> variant -> lr -> val error -> test error",
                  "columns": [{"kind": k, "name": n} for k, n in PARALLEL]},
                 {"type": "line", "title": "validation accuracy per epoch, by network", "x": "epoch",
-                 "y": "val/acc", "groupby": "model.name"},
-            ],
-            "runs_table": RUNS_TABLE,
-            "filter": f"Metric('Group') = '{group}'",
-        },
+                 "y": "val/acc", "groupby": "model.name"}],
+            "runs_table": RUNS_TABLE, "filter": f"Metric('Group') = '{group}'"},
         "report": {
             "entity": entity, "project": settings["project"], "group": group,
             "title": f"{group}: Table 3 of Striving for Simplicity, reproduced",
@@ -77,18 +62,13 @@ def spec(sweep_dir: Path, settings: dict, entity: Optional[str], choices: list) 
                 {"type": "markdown", "text": table or "(no Table 3 comparison in this sweep's report)"},
                 {"type": "h2", "text": "The report's figures"},
                 {"type": "media", "run_filter": f"Metric('Group') = '{group}' and Metric('JobType') = 'report'",
-                 "keys": figures},
-            ],
-        },
+                 "keys": figures}]},
     }
 
 
 def build_workspace(w: dict):
     import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
-
-    def metric(kind: str, name: str):
-        return wr.Config(name) if kind == "config" else wr.SummaryMetric(name)
 
     panels = []
     for p in w["panels"]:
@@ -97,8 +77,9 @@ def build_workspace(w: dict):
                                      groupby=wr.Config(p["groupby"]), groupby_aggfunc="mean",
                                      groupby_rangefunc="minmax"))
         elif p["type"] == "parallel_coordinates":
-            panels.append(wr.ParallelCoordinatesPlot(title=p["title"], columns=[
-                wr.ParallelCoordinatesPlotColumn(metric=metric(c["kind"], c["name"])) for c in p["columns"]]))
+            panels.append(wr.ParallelCoordinatesPlot(title=p["title"], columns=[wr.ParallelCoordinatesPlotColumn(
+                metric=wr.Config(c["name"]) if c["kind"] == "config" else wr.SummaryMetric(c["name"]))
+                for c in p["columns"]]))
         elif p["type"] == "line":
             panels.append(wr.LinePlot(title=p["title"], x=p["x"], y=[p["y"]], groupby=wr.Config(p["groupby"])))
     return ws.Workspace(entity=w["entity"], project=w["project"], name=w["name"],
@@ -109,19 +90,13 @@ def build_workspace(w: dict):
 def build_report(r: dict):
     import wandb_workspaces.reports.v2 as wr
 
-    blocks = []
-    for b in r["blocks"]:
-        if b["type"] == "h1":
-            blocks.append(wr.H1(b["text"]))
-        elif b["type"] == "h2":
-            blocks.append(wr.H2(b["text"]))
-        elif b["type"] == "markdown":
-            blocks.append(wr.MarkdownBlock(text=b["text"]))
-        elif b["type"] == "media":
-            blocks.append(wr.PanelGrid(
-                runsets=[wr.Runset(entity=r["entity"], project=r["project"], filters=b["run_filter"])],
-                panels=[wr.MediaBrowser(media_keys=b["keys"])]))
-    return wr.Report(entity=r["entity"], project=r["project"], title=r["title"], blocks=blocks)
+    def block(b: dict):
+        if b["type"] == "media":
+            return wr.PanelGrid(runsets=[wr.Runset(entity=r["entity"], project=r["project"], filters=b["run_filter"])],
+                                panels=[wr.MediaBrowser(media_keys=b["keys"])])
+        return wr.MarkdownBlock(text=b["text"]) if b["type"] == "markdown" else getattr(wr, b["type"].upper())(b["text"])
+
+    return wr.Report(entity=r["entity"], project=r["project"], title=r["title"], blocks=[block(b) for b in r["blocks"]])
 
 
 def dashboard(sweep_dir: str | Path, echo: bool = True) -> dict[str, Any]:
@@ -139,25 +114,26 @@ def dashboard(sweep_dir: str | Path, echo: bool = True) -> dict[str, Any]:
         import wandb
         entity = wandb.Api().default_entity
     declared = spec(sweep_dir, settings, entity or "<your W&B entity>", choices)
-    workspace, report = build_workspace(declared["workspace"]), None
+    workspace = build_workspace(declared["workspace"])
     if online:
         report = build_report(declared["report"])
         workspace.save()
         report.save()
         out = {"workspace_url": workspace.url, "report_url": report.url}
-        if echo:
-            print(f"workspace: {out['workspace_url']}\nreport: {out['report_url']}")
-        return out
-    declared["workspace"]["view"] = json.loads(workspace._to_model().model_dump_json(by_alias=True))
-    runs.write_json(sweep_dir / WORKSPACE_JSON, declared["workspace"])
-    runs.write_json(sweep_dir / REPORT_JSON, declared["report"])
-    command = (f"wandb sync {sweep_dir}/*/wandb/offline-run-* {sweep_dir}/wandb/offline-run-* && "
-               f"python -m allconv_sweep.dashboard {sweep_dir}")
+        message = f"workspace: {workspace.url}\nreport: {report.url}"
+    else:
+        declared["workspace"]["view"] = json.loads(workspace._to_model().model_dump_json(by_alias=True))
+        runs.write_json(sweep_dir / WORKSPACE_JSON, declared["workspace"])
+        runs.write_json(sweep_dir / REPORT_JSON, declared["report"])
+        command = (f"wandb sync {sweep_dir}/*/wandb/offline-run-* {sweep_dir}/wandb/offline-run-* && "
+                   f"python -m allconv_sweep.dashboard {sweep_dir}")
+        out = {"workspace_spec": str(sweep_dir / WORKSPACE_JSON), "report_spec": str(sweep_dir / REPORT_JSON),
+               "command": command}
+        message = (f"no W&B credentials: wrote {sweep_dir / WORKSPACE_JSON} and {sweep_dir / REPORT_JSON}.\n"
+                   f"Publish the runs and both dashboards, logged in (wandb login), with:\n  {command}")
     if echo:
-        print(f"no W&B credentials: wrote {sweep_dir / WORKSPACE_JSON} and {sweep_dir / REPORT_JSON}.\n"
-              f"Publish the runs and both dashboards, logged in (wandb login), with:\n  {command}")
-    return {"workspace_spec": str(sweep_dir / WORKSPACE_JSON), "report_spec": str(sweep_dir / REPORT_JSON),
-            "command": command}
+        print(message)
+    return out
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -165,9 +141,4 @@ def main(argv: Optional[list[str]] = None) -> int:
                                      description="a W&B workspace and report comparing a sweep's variants "
                                                  "(saved with credentials, else written as JSON specs)")
     parser.add_argument("sweep_dir", help="a sweep folder whose jobs ran with logger=wandb")
-    args = parser.parse_args(argv)
-    return command(dashboard, args.sweep_dir)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return command(dashboard, parser.parse_args(argv).sweep_dir)

@@ -1,17 +1,7 @@
-"""python -m allconv_sweep.report <sweep dir>: every job's metrics.json -> the paper's Table 3 beside ours.
-
-Writes results.md, results.csv and the figures (lr_grid.png, table3.png, curves.png: figures.py) into the
-sweep folder and prints the tables. Also run by
-Hydra at the end of every sweep (ReportCallback, set in sweeps/_common.yaml).
-
-- All jobs: model, lr, seed, status, val and test error, wall time. A job folder (or a job the sweep
-  planned, sweep.json) without metrics.json is `missing`; failed and diverged jobs are listed as such.
-- Per network: the learning rate with the best validation accuracy, as the paper chose it, and its test
-  error (mean +- std over seeds where there are several). Runs are grouped by everything but the lr and
-  the seed, so re-runs with other settings in the same folder are never mixed.
-- The paper's Table 3 layout (rows A, B, C; columns base, Strided, ConvPool, All-CNN) with the paper's
-  numbers beside ours and the difference, plus the paper's CIFAR-100 and CIFAR-10+ All-CNN-C results.
-"""
+"""python -m allconv_sweep.report <sweep dir>: every job's record -> results.md, results.csv and the figures in
+the sweep folder, the paper's Table 3 beside ours; also run by Hydra at the end of every sweep (ReportCallback,
+set in sweeps/_common.yaml). Per network, the lr with the best validation accuracy (as the paper chose it) and
+its test error over seeds; jobs without a record are `missing`, failed and diverged ones listed as such."""
 
 from __future__ import annotations
 
@@ -20,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from hydra.experimental.callback import Callback
+
 from allconv_sweep.errors import command
 from allconv_sweep.results.tables import RESULTS_CSV, RESULTS_MD, RESULTS_PNG, read_sweep, render_md, write_csv
 from allconv_sweep.runs import METRICS_FILE
@@ -27,8 +19,8 @@ from allconv_sweep.runs import REPORT_STATUSES as STATUSES
 
 
 def write_report(sweep_dir: str | Path, plot: bool = True, echo: bool = True) -> dict[str, Any]:
-    """Write results.md, results.csv and the figures (figures.py) into the sweep folder; returns the rows,
-    choices, status counts, markdown and the data behind each figure."""
+    """Write results.md, results.csv and the figures; returns the rows, choices, status counts, markdown and the
+    data behind each figure."""
     from allconv_sweep.results import figures as figures_mod
 
     sweep_dir = Path(sweep_dir).resolve()
@@ -40,21 +32,14 @@ def write_report(sweep_dir: str | Path, plot: bool = True, echo: bool = True) ->
     write_csv(sweep_dir / RESULTS_CSV, rows, choices)
     if echo:
         print(md)
-        print(f"report: {sweep_dir / RESULTS_MD}, {sweep_dir / RESULTS_CSV}"
-              + "".join(f", {sweep_dir / f}" for f in figures))
+        print(f"report: {sweep_dir / RESULTS_MD}, {sweep_dir / RESULTS_CSV}" + "".join(f", {sweep_dir / f}" for f in figures))
     counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
     return {"rows": rows, "choices": choices, "counts": counts, "markdown": md, "figures": figures}
 
 
-try:  # the Hydra callback; hydra is a dependency, but keep `report` importable without it
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover
-    Callback = object  # type: ignore[misc,assignment]
-
-
-class ReportCallback(Callback):  # type: ignore[misc]
-    """on_multirun_end: write the report into the sweep folder; exit 1 if a job failed or is missing
-    (after every other job ran: a failed job never stops a sweep)."""
+class ReportCallback(Callback):
+    """on_multirun_end: the report, then exit 1 if a job failed or is missing (after every other job ran: a
+    failed job never stops a sweep)."""
 
     def __init__(self, plot: bool = True, fail_on_failed: bool = True) -> None:
         self.plot = plot
@@ -67,19 +52,15 @@ class ReportCallback(Callback):  # type: ignore[misc]
         from omegaconf import OmegaConf
 
         from allconv_sweep.interrupts import interrupted
+        from allconv_sweep.results.trackers import log_report
 
-        if OmegaConf.select(config, "sweep.dry_run", default=False):
-            return
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        if not sweep_dir.is_dir():
+        if OmegaConf.select(config, "sweep.dry_run", default=False) or not sweep_dir.is_dir():
             return
         self.before_report(sweep_dir)
         result = write_report(sweep_dir, plot=self.plot)
-        from allconv_sweep.results.trackers import log_report
-
         log_report(sweep_dir, result)  # the W&B report run and chosen_lr flags; TensorBoard's figures and hparams
-        counts = result["counts"]
-        bad = counts["failed"] + counts["missing"] + counts["interrupted"]
+        bad = sum(result["counts"][s] for s in ("failed", "missing", "interrupted"))
         stop = interrupted()
         if stop is not None:
             print(f"error: the sweep was interrupted by {stop.signame} ({stop}); {bad} of {len(result['rows'])} "
@@ -100,7 +81,3 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--no-plot", action="store_true", help="skip the figures")
     args = parser.parse_args(argv)
     return command(write_report, args.sweep_dir, plot=not args.no_plot)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

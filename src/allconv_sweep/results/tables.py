@@ -40,27 +40,29 @@ def _choice_order(c: LrChoice) -> tuple:
     return (c.data or "", c.augment or "", c.setting, fam, var, c.model)
 
 
-def _pct(v: Optional[float], digits: int = 2) -> str:
-    return "-" if v is None else f"{100 * v:.{digits}f}"
+def _pct(v: Optional[float]) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
 
 
-def _err_cell(c: LrChoice) -> str:
-    if c.test_mean is None:
+def _err_cell(c: Optional[LrChoice], flags: bool = True) -> str:
+    """Test error (%), mean ± std over seeds; † the chosen runs include diverged ones, ᶠ retrained (final)."""
+    if c is None:
         return "-"
-    s = f"{100 * c.test_mean:.2f}"
-    if c.test_std is not None:
-        s += f" ± {100 * c.test_std:.2f}"
-    return s
-
-
-def _flag(c: LrChoice) -> str:
-    return ("" if c.statuses <= {"ok"} else " †") + (" ᶠ" if c.protocol == "final" else "")
+    cell = "-" if c.test_mean is None else f"{100 * c.test_mean:.2f}" + (
+        "" if c.test_std is None else f" ± {100 * c.test_std:.2f}")
+    if flags:
+        cell += ("" if c.statuses <= {"ok"} else " †") + (" ᶠ" if c.protocol == "final" else "")
+    return cell
 
 
 def _protocol(c: LrChoice) -> str:
     sizes = sorted({r.train_size for r in c.rows if r.train_size})
     images = f" ({', '.join(f'{n:,}' for n in sizes)} images)" if sizes else ""
     return ("final: all training images" if c.protocol == "final" else "lr selection: validation held out") + images
+
+
+def _diff(c: Optional[LrChoice], paper: Optional[float]) -> str:
+    return "-" if c is None or c.test_mean is None or paper is None else f"{100 * c.test_mean - paper:+.2f}"
 
 
 def table3_md(choices: list[LrChoice]) -> list[str]:
@@ -70,34 +72,22 @@ def table3_md(choices: list[LrChoice]) -> list[str]:
     for c in choices:
         layouts.setdefault((c.data, c.augment, c.setting), {})[c.model] = c
     for (data, augment, extra), cells in sorted(layouts.items(), key=lambda kv: (kv[0][0] != "cifar10", kv[0])):
-        paper_here = any(k[:2] == (data, augment) for k in PAPER) and not extra
-        title = f"Test error (%) on {data}" + ("" if augment == "none" else f" + {augment}")
-        title += f", {extra}" if extra else ""
-        if (data, augment) == ("cifar10", "none") and not extra:
-            title = "Table 3: test error (%) on CIFAR-10, no augmentation"
+        table3 = (data, augment) == ("cifar10", "none") and not extra
+        title = ("Table 3: test error (%) on CIFAR-10, no augmentation" if table3 else f"Test error (%) on {data}"
+                 + ("" if augment == "none" else f" + {augment}") + (f", {extra}" if extra else ""))
         out += [f"### {title}", ""]
-        if paper_here:
+        if not extra and any(k[:2] == (data, augment) for k in PAPER):
             out += ["Each cell: ours (paper, ours − paper). Ours: the chosen lr's test error, mean ± std over seeds.", ""]
         out += ["| | " + " | ".join(label for _, label in VARIANTS) + " |", "|---|---|---|---|---|"]
         for fam in FAMILIES:
             line = [f"**{fam}**"]
             for variant, _ in VARIANTS:
-                model = model_name(variant, fam)
-                c = cells.get(model)
-                paper = PAPER.get((data, augment, model)) if not extra else None
-                ours = _err_cell(c) + _flag(c) if c is not None else "-"
-                if paper is not None:
-                    diff = f"{100 * c.test_mean - paper:+.2f}" if c is not None and c.test_mean is not None else "-"
-                    line.append(f"{ours} ({paper:.2f}, {diff})")
-                else:
-                    line.append(ours)
+                c, paper = cells.get(model_name(variant, fam)), PAPER.get((data, augment, model_name(variant, fam)))
+                paper = None if extra else paper
+                line.append(_err_cell(c) + ("" if paper is None else f" ({paper:.2f}, {_diff(c, paper)})"))
             out.append("| " + " | ".join(line) + " |")
-        others = [m for m in cells if m not in PAPER_TABLE3]
-        for m in others:
-            out.append(f"| {m} | {_err_cell(cells[m])} | | | |")
-        out.append("")
-        if (data, augment) == ("cifar10", "none") and not extra:
-            out += _table3_paper_form(cells)
+        out += [f"| {m} | {_err_cell(cells[m], flags=False)} | | | |" for m in cells if m not in PAPER_TABLE3]
+        out += [""] + (_table3_paper_form(cells) if table3 else [])
     return out
 
 
@@ -134,8 +124,7 @@ def _table3_paper_form(cells: dict[str, LrChoice]) -> list[str]:
     for model, paper in PAPER_TABLE3.items():
         c = cells.get(model)
         params = f"{c.num_params:,}" if c is not None and c.num_params else "-"
-        ours = _err_cell(c) + _flag(c) if c is not None else "-"
-        out.append(f"| {display_name(model)} | {ours} | {paper:.2f} | {params} | {PAPER_PARAMS[model]} |")
+        out.append(f"| {display_name(model)} | {_err_cell(c)} | {paper:.2f} | {params} | {PAPER_PARAMS[model]} |")
     return out + [""]
 
 
@@ -158,13 +147,12 @@ def render_md(sweep_dir: Path, rows: list[JobResult], choices: list[LrChoice], f
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in choices:
         paper = paper_value(c)
-        diff = f"{100 * c.test_mean - paper:+.2f}" if paper is not None and c.test_mean is not None else "-"
         tried = ", ".join(f"{lr:g}: {100 * s:.2f}" for lr, s in sorted(c.candidates.items(), reverse=True))
         lines.append(f"| {display_name(c.model)} | {c.data} | {c.augment} | {c.setting or '-'} | "
                      f"{'-' if c.lr is None else f'{c.lr:g}'} | {c.chosen_on}" + (f" ({tried})" if tried else "")
-                     + f" | {_pct(c.val_mean)} | {_err_cell(c)}{_flag(c)} | {len(c.test_errors)} | {_protocol(c)} | "
+                     + f" | {_pct(c.val_mean)} | {_err_cell(c)} | {len(c.test_errors)} | {_protocol(c)} | "
                      f"{'-' if c.num_params is None else f'{c.num_params:,}'} | "
-                     f"{'-' if paper is None else f'{paper:.2f}'} | {diff} |")
+                     f"{'-' if paper is None else f'{paper:.2f}'} | {_diff(c, paper)} |")
     lines += ["", "## All jobs", "",
               "| job | model | lr | seed | status | val error % | test error % | epochs | wall time s | note |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -180,26 +168,22 @@ def render_md(sweep_dir: Path, rows: list[JobResult], choices: list[LrChoice], f
     return "\n".join(lines + [""])
 
 
-CSV_FIELDS = ["job", "status", "model", "family", "variant", "data", "augment", "setting", "lr", "seed",
-              "val_error_pct", "test_error_pct", "best_val_test_error_pct", "train_error_pct", "epochs_run",
-              "max_epochs", "wall_time_s", "chosen", "paper_test_error_pct", "protocol", "train_size", "num_params",
-              "reason"]
+CSV_AS_IS = ("job", "status", "model", "family", "variant", "data", "augment", "setting", "lr", "seed")
+CSV_PCT = ("val_error", "test_error", "best_val_test_error", "train_error")  # written as <name>_pct
+CSV_FIELDS = [*CSV_AS_IS, *(f"{k}_pct" for k in CSV_PCT), "epochs_run", "max_epochs", "wall_time_s", "chosen",
+              "paper_test_error_pct", "protocol", "train_size", "num_params", "reason"]
 
 
 def write_csv(path: Path, rows: list[JobResult], choices: list[LrChoice]) -> None:
     chosen = {id(r) for c in choices for r in c.rows}
-    pct = lambda v: "" if v is None else f"{100 * v:.4f}"  # noqa: E731
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
         for r in rows:
             paper = paper_value(r)
-            w.writerow({"job": r.job, "status": r.status, "model": r.model, "family": r.family,
-                        "variant": r.variant, "data": r.data, "augment": r.augment, "setting": r.setting,
-                        "lr": r.lr, "seed": r.seed, "val_error_pct": pct(r.val_error),
-                        "test_error_pct": pct(r.test_error), "best_val_test_error_pct": pct(r.best_val_test_error),
-                        "train_error_pct": pct(r.train_error), "epochs_run": r.epochs_run,
-                        "max_epochs": r.max_epochs,
+            w.writerow({**{k: getattr(r, k) for k in CSV_AS_IS},
+                        **{f"{k}_pct": "" if getattr(r, k) is None else f"{100 * getattr(r, k):.4f}" for k in CSV_PCT},
+                        "epochs_run": r.epochs_run, "max_epochs": r.max_epochs,
                         "wall_time_s": "" if r.wall_time_s is None else f"{r.wall_time_s:.1f}",
                         "chosen": id(r) in chosen, "paper_test_error_pct": "" if paper is None else paper,
                         "protocol": "final" if r.val_size == 0 else "select", "train_size": r.train_size or "",

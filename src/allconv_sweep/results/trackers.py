@@ -28,18 +28,15 @@ def log_report(sweep_dir: Path, result: dict[str, Any]) -> None:
         print(f"warning: could not log the report to the trackers ({type(e).__name__}: {e})", file=sys.stderr)
 
 
-def _mode(settings: dict) -> str:
-    from allconv_sweep.training.wandb_run import resolve_mode
-    return resolve_mode(settings.get("mode"))
-
-
 def _wandb_report_run(sweep_dir: Path, settings: dict, choices: list, figures: dict) -> None:
     import wandb
+
+    from allconv_sweep.training.wandb_run import resolve_mode
 
     columns, data = table3_rows(choices)
     run = wandb.init(project=settings["project"], entity=settings.get("entity"), group=settings["group"],
                      job_type="report", name=f"{settings['group']}: report", dir=str(sweep_dir),
-                     mode=_mode(settings), reinit="finish_previous",
+                     mode=resolve_mode(settings.get("mode")), reinit="finish_previous",
                      config={"sweep_dir": str(sweep_dir), "jobs": len(choices)})
     logged = {"table3": wandb.Table(columns=columns, data=data)}
     for figure in FIGURES:
@@ -50,9 +47,11 @@ def _wandb_report_run(sweep_dir: Path, settings: dict, choices: list, figures: d
 
 
 def _wandb_chosen_flags(sweep_dir: Path, settings: dict, rows: list, choices: list) -> None:
-    """chosen_lr: true/false in each job's W&B summary. Only jobs whose flag changed since the last report
-    are touched (each is one resume of its W&B run, ~2 s offline)."""
+    """chosen_lr: true/false in each job's W&B summary; only jobs whose flag changed since the last report (each
+    is one resume of its W&B run, ~2 s offline)."""
     import wandb
+
+    from allconv_sweep.training.wandb_run import resolve_mode
 
     chosen = {id(r) for c in choices for r in c.rows}
     manifest = runs.read_manifest(sweep_dir)
@@ -62,8 +61,8 @@ def _wandb_chosen_flags(sweep_dir: Path, settings: dict, rows: list, choices: li
         if not r.wandb_run_id or r.status not in runs.FINISHED or done.get(r.job) == flag:
             continue
         run = wandb.init(project=settings["project"], entity=settings.get("entity"), id=r.wandb_run_id,
-                         resume="allow", dir=str(r.path), mode=_mode(settings), reinit="finish_previous",
-                         settings=wandb.Settings(silent=True))  # a flag per job, not a banner per job
+                         resume="allow", dir=str(r.path), mode=resolve_mode(settings.get("mode")),
+                         reinit="finish_previous", settings=wandb.Settings(silent=True))  # a flag per job, not a banner per job
         run.summary["chosen_lr"] = flag
         run.finish()
         done[r.job] = flag

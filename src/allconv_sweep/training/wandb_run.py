@@ -25,27 +25,16 @@ def has_credentials() -> bool:
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}"""
     out = {}
     for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
 
 
-def default_group() -> Optional[str]:
-    """Any multirun gets a group: the sweep folder's name (with its date for the default
-    outputs/multiruns/<date>/<time> layout, where the time alone would be ambiguous)."""
-    from allconv_sweep.config import runtime
-
-    sweep_dir = runtime.sweep_dir()
-    return None if sweep_dir is None else group_for(sweep_dir)
-
-
 def group_for(sweep_dir: Path) -> str:
-    """The W&B group of a sweep folder's runs (the jobs and the dashboard name it alike)."""
+    """The W&B group of a sweep folder's runs: its name, with its date for the default
+    outputs/multiruns/<date>/<time> layout (the time alone would be ambiguous)."""
     if re.fullmatch(r"\d\d-\d\d-\d\d", sweep_dir.name):
         return f"{sweep_dir.parent.name}_{sweep_dir.name}"
     return sweep_dir.name
@@ -59,17 +48,19 @@ def resolve_mode(mode: Optional[str]) -> str:
 def make_wandb_logger(save_dir: str, project: str = "allconv_sweep", entity: Optional[str] = None,
                       group: Optional[str] = None, name: Optional[str] = None, tags: Optional[list] = None,
                       mode: Optional[str] = None):
-    """conf/logger/wandb.yaml's component: Lightning's WandbLogger for the run folder `save_dir`, continuing
-    the W&B run whose id the folder's run.json keeps (written by train() before the loggers are built), so
-    a killed and resumed job stays one W&B run. The config reaches it through log_hyperparams (train.py)."""
+    """conf/logger/wandb.yaml's component: Lightning's WandbLogger for the run folder `save_dir`, continuing the
+    W&B run whose id its run.json keeps, so a killed and resumed job stays one W&B run; any multirun is a group."""
     from lightning.pytorch.loggers import WandbLogger
 
+    from allconv_sweep.config import runtime
     from allconv_sweep.runs import read_run_info
 
     mode = resolve_mode(mode)
     run_id = (read_run_info(save_dir) or {}).get("wandb_run_id")
     own_wandb_service()
-    return WandbLogger(project=project, entity=entity, group=group or default_group(), name=name, id=run_id,
+    sweep_dir = runtime.sweep_dir()
+    group = group or (None if sweep_dir is None else group_for(sweep_dir))
+    return WandbLogger(project=project, entity=entity, group=group, name=name, id=run_id,
                        resume="allow", tags=list(tags or []), save_dir=str(save_dir), offline=mode == "offline",
                        mode=mode, reinit="finish_previous")
 
