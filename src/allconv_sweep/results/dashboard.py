@@ -1,8 +1,5 @@
-"""python -m allconv_sweep.dashboard <sweep dir>: for the sweep's W&B group, a saved workspace (test_error per
-network and per variant, a parallel-coordinates panel family -> variant -> lr -> val and test error, validation
-curves per network, the runs table) and a W&B Report (Table 3 beside the paper's, the report run's figures),
-built with wandb-workspaces. Saved with W&B credentials; without, their specs are written to
-wandb_workspace.json and wandb_report.json with the command that publishes them after `wandb sync`."""
+"""python -m allconv_sweep.dashboard <sweep dir>: a W&B workspace comparing the sweep's variants and a W&B Report
+(Table 3, the figures), saved with credentials, else written as JSON specs to publish after `wandb sync`."""
 
 from __future__ import annotations
 
@@ -39,7 +36,7 @@ def wandb_settings(sweep_dir: Path, rows: list) -> Optional[dict[str, Any]]:
 
 
 def spec(sweep_dir: Path, settings: dict, entity: Optional[str], choices: list) -> dict[str, Any]:
-    """The workspace and the report, declared (the JSON written offline; build_* turns it into objects)."""
+    """The workspace and the report, declared (the JSON written offline; build() turns it into objects)."""
     group = settings["group"]
     table = "\n".join(table3_section(choices)).strip()
     figures = [f.key for f in FIGURES if (sweep_dir / f.file).is_file()]
@@ -66,37 +63,30 @@ def spec(sweep_dir: Path, settings: dict, entity: Optional[str], choices: list) 
     }
 
 
-def build_workspace(w: dict):
+def build(declared: dict):
+    """The workspace and the report of spec() as wandb-workspaces objects."""
     import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
 
-    panels = []
+    w, r, panels = declared["workspace"], declared["report"], []
     for p in w["panels"]:
         if p["type"] == "bar":
-            panels.append(wr.BarPlot(title=p["title"], metrics=[wr.SummaryMetric(p["metric"])],
-                                     groupby=wr.Config(p["groupby"]), groupby_aggfunc="mean",
-                                     groupby_rangefunc="minmax"))
+            panels.append(wr.BarPlot(title=p["title"], metrics=[wr.SummaryMetric(p["metric"])], groupby_aggfunc="mean",
+                                     groupby=wr.Config(p["groupby"]), groupby_rangefunc="minmax"))
         elif p["type"] == "parallel_coordinates":
             panels.append(wr.ParallelCoordinatesPlot(title=p["title"], columns=[wr.ParallelCoordinatesPlotColumn(
                 metric=wr.Config(c["name"]) if c["kind"] == "config" else wr.SummaryMetric(c["name"]))
                 for c in p["columns"]]))
         elif p["type"] == "line":
             panels.append(wr.LinePlot(title=p["title"], x=p["x"], y=[p["y"]], groupby=wr.Config(p["groupby"])))
-    return ws.Workspace(entity=w["entity"], project=w["project"], name=w["name"],
-                        sections=[ws.Section(name="variants", panels=panels, is_open=True)],
-                        runset_settings=ws.RunsetSettings(filters=w["filter"], pinned_columns=w["runs_table"]))
-
-
-def build_report(r: dict):
-    import wandb_workspaces.reports.v2 as wr
-
-    def block(b: dict):
-        if b["type"] == "media":
-            return wr.PanelGrid(runsets=[wr.Runset(entity=r["entity"], project=r["project"], filters=b["run_filter"])],
-                                panels=[wr.MediaBrowser(media_keys=b["keys"])])
-        return wr.MarkdownBlock(text=b["text"]) if b["type"] == "markdown" else getattr(wr, b["type"].upper())(b["text"])
-
-    return wr.Report(entity=r["entity"], project=r["project"], title=r["title"], blocks=[block(b) for b in r["blocks"]])
+    workspace = ws.Workspace(entity=w["entity"], project=w["project"], name=w["name"],
+                             sections=[ws.Section(name="variants", panels=panels, is_open=True)],
+                             runset_settings=ws.RunsetSettings(filters=w["filter"], pinned_columns=w["runs_table"]))
+    blocks = [wr.PanelGrid(runsets=[wr.Runset(entity=r["entity"], project=r["project"], filters=b["run_filter"])],
+                           panels=[wr.MediaBrowser(media_keys=b["keys"])]) if b["type"] == "media" else
+              wr.MarkdownBlock(text=b["text"]) if b["type"] == "markdown" else getattr(wr, b["type"].upper())(b["text"])
+              for b in r["blocks"]]
+    return workspace, wr.Report(entity=r["entity"], project=r["project"], title=r["title"], blocks=blocks)
 
 
 def dashboard(sweep_dir: str | Path, echo: bool = True) -> dict[str, Any]:
@@ -114,9 +104,8 @@ def dashboard(sweep_dir: str | Path, echo: bool = True) -> dict[str, Any]:
         import wandb
         entity = wandb.Api().default_entity
     declared = spec(sweep_dir, settings, entity or "<your W&B entity>", choices)
-    workspace = build_workspace(declared["workspace"])
+    workspace, report = build(declared)
     if online:
-        report = build_report(declared["report"])
         workspace.save()
         report.save()
         out = {"workspace_url": workspace.url, "report_url": report.url}

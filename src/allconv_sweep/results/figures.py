@@ -1,8 +1,5 @@
-"""The report's figures (FIGURES), each a file of the sweep folder and a section of results.md: lr_grid.png
-(validation error against the lr, a panel per family, the chosen lr ringed, diverged and failed runs marked),
-table3.png (test error per network beside the paper's) and curves.png (validation error per epoch of the
-chosen runs, the lr drops marked). Each returns the data behind its plot (what the tests check), or None,
-drawing nothing, when it has nothing to show (one lr per network: no grid)."""
+"""The report's figures (FIGURES), each a file of the sweep folder and a section of results.md. Each returns the
+data behind its plot (what the tests check), or None, drawing nothing, when it has nothing to show."""
 
 from __future__ import annotations
 
@@ -12,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from allconv_sweep.results.paper import FAMILIES, PAPER_TABLE3, display_name, paper_value
+from allconv_sweep.results.paper import FAMILIES, display_name, paper_value
 from allconv_sweep.runs import FINISHED
 from allconv_sweep.runs.choose import LrChoice
 
@@ -32,11 +29,9 @@ def pyplot():
 
 def data_title(choices: list[LrChoice]) -> str:
     """What the sweep ran on: "CIFAR-10", "CIFAR-10+ (flips, translations)", ..."""
-    names = []
-    for data, augment in sorted({(c.data, c.augment) for c in choices}, key=str):
-        names.append(DATA_TITLE.get(data, str(data)) + ("+ (flips, translations)" if augment == "flip_translate" else
-                                                        "" if augment in ("none", None) else f" + {augment}"))
-    return ", ".join(names) or "no data"
+    return ", ".join(DATA_TITLE.get(d, str(d)) + ("+ (flips, translations)" if a == "flip_translate" else
+                                                  "" if a in ("none", None) else f" + {a}")
+                     for d, a in sorted({(c.data, c.augment) for c in choices}, key=str)) or "no data"
 
 
 def _panel_key(c: LrChoice) -> str:
@@ -45,14 +40,12 @@ def _panel_key(c: LrChoice) -> str:
 
 
 def _colors(choices: list[LrChoice]) -> dict[int, str]:
-    """The variant's colour, or distinct ones for networks outside the twelve."""
     spare = iter(OTHER_COLORS * 4)
     return {id(c): VARIANT_COLOR.get(c.variant or "") or next(spare) for c in choices}
 
 
 def _panels(items: list[tuple[LrChoice, Any]]):
-    """A panel per family (within a data set) sharing the error axis: (fig, [(ax, panel, [(choice, item)])],
-    colour per choice)."""
+    """A panel per family (within a data set): (fig, [(ax, panel, [(choice, item)])], colour per choice)."""
     panels: dict[str, list] = {}
     for c, item in items:
         panels.setdefault(_panel_key(c), []).append((c, item))
@@ -71,8 +64,7 @@ def save_figure(fig, path: Path, suptitle: Optional[str] = None) -> None:
 
 
 def lr_grid(path: Path, choices: list[LrChoice], rows: list[Any]) -> Optional[dict]:
-    """Validation error against lr per network: {panel: {network: {lrs, errors, status, chosen, color}}}; None
-    when no network was run at two learning rates or more."""
+    """Validation error against lr per network (run at two lrs or more): {panel: {network: {lrs, errors, ...}}}."""
     items = []
     for c in choices:
         runs = [r for r in rows if r.group == (c.data, c.augment, c.model, c.setting) and r.lr is not None
@@ -84,9 +76,9 @@ def lr_grid(path: Path, choices: list[LrChoice], rows: list[Any]) -> Optional[di
         for lr in lrs:
             at = [r for r in runs if r.lr == lr]
             errs = [100 * r.val_error for r in at if r.val_error is not None and r.status in FINISHED]
-            status = ("ok" if all(r.status == "ok" for r in at) else
-                      "diverged" if any(r.status == "diverged" for r in at) else
-                      "failed" if any(r.status in ("failed", "interrupted") for r in at) else "missing")
+            statuses = {r.status for r in at}
+            status = ("ok" if statuses == {"ok"} else "diverged" if "diverged" in statuses else
+                      "failed" if statuses & {"failed", "interrupted"} else "missing")
             points.append((lr, sum(errs) / len(errs) if errs else None, status))
         items.append((c, points))
     if not items:
@@ -94,7 +86,6 @@ def lr_grid(path: Path, choices: list[LrChoice], rows: list[Any]) -> Optional[di
     fig, panels, colors = _panels(items)
     data: dict[str, dict] = {}
     for ax, panel, members in panels:
-        data[panel] = {}
         top = max((e for _, pts in members for _, e, _ in pts if e is not None), default=100.0)
         for c, points in members:
             color = colors[id(c)]
@@ -109,8 +100,9 @@ def lr_grid(path: Path, choices: list[LrChoice], rows: list[Any]) -> Optional[di
                 if lr == c.lr and e is not None:  # the chosen lr, ringed
                     ax.plot([lr], [e], marker="o", markersize=13, markerfacecolor="none", markeredgecolor=color,
                             markeredgewidth=2)
-            data[panel][c.model] = {"lrs": [p[0] for p in points], "errors": [p[1] for p in points],
-                                    "status": [p[2] for p in points], "chosen": c.lr, "color": color}
+        data[panel] = {c.model: {"lrs": [p[0] for p in pts], "errors": [p[1] for p in pts],
+                                 "status": [p[2] for p in pts], "chosen": c.lr, "color": colors[id(c)]}
+                       for c, pts in members}
         grid = sorted({lr for _, pts in members for lr, _, _ in pts})
         ax.set_xscale("log")
         ax.set_xticks(grid, [f"{lr:g}" for lr in grid])
@@ -123,14 +115,10 @@ def lr_grid(path: Path, choices: list[LrChoice], rows: list[Any]) -> Optional[di
 
 
 def table3(path: Path, choices: list[LrChoice], rows: Any = None) -> Optional[dict]:
-    """Test error per network in the paper's layout, ours beside the paper's: {network: {ours, std, paper,
-    seeds, color, protocol}}; None when no network has a test error."""
-    shown = [c for c in choices if c.test_mean is not None]
+    """Test error per network, ours beside the paper's: {network: {ours, std, paper, seeds, color, protocol}}."""
+    shown = [c for c in choices if c.test_mean is not None]  # in Table 3's order (tables.read_sweep)
     if not shown:
         return None
-    order = {m: i for i, m in enumerate(PAPER_TABLE3)}  # A, B, C; base, Strided, ConvPool, All-CNN
-    shown.sort(key=lambda c: (c.data != "cifar10", str(c.data), str(c.augment), c.setting, order.get(c.model, 99),
-                              c.model))
     colors = _colors(shown)
     fig, ax = pyplot().subplots(figsize=(max(6.0, 0.9 * len(shown) + 2), 4.8))
     data, xs, values = {}, [], []
@@ -168,8 +156,8 @@ def table3(path: Path, choices: list[LrChoice], rows: Any = None) -> Optional[di
 
 
 def epoch_values(run_dir: Path, keys: tuple[str, ...], epochs_run: Optional[int] = None) -> dict[str, dict[int, float]]:
-    """The run's csv/metrics.csv: for each key, {0-based epoch: its first value in that epoch} over the fit's
-    epochs (not the validate and test after it); key "lr": {step: lr} (the LearningRateMonitor's rows)."""
+    """csv/metrics.csv: per key, {0-based epoch: its first value in the epoch} over the fit's epochs (not the
+    validate and test after it); "lr": {step: lr} (the LearningRateMonitor's rows)."""
     path = run_dir / "csv" / "metrics.csv"
     out: dict[str, dict[int, float]] = {key: {} for key in keys}
     if not path.is_file():
@@ -178,13 +166,9 @@ def epoch_values(run_dir: Path, keys: tuple[str, ...], epochs_run: Optional[int]
         for rec in csv.DictReader(f):
             if "lr" in out and rec.get("lr"):
                 out["lr"][int(float(rec["step"]))] = float(rec["lr"])
-            if rec.get("test/acc") or not rec.get("epoch"):
-                continue
-            epoch = int(float(rec["epoch"]))
-            if epochs_run is not None and epoch >= epochs_run:
-                continue
+            epoch = None if rec.get("test/acc") or not rec.get("epoch") else int(float(rec["epoch"]))
             for key, values in out.items():
-                if key != "lr" and rec.get(key):
+                if key != "lr" and rec.get(key) and epoch is not None and (epochs_run is None or epoch < epochs_run):
                     values.setdefault(epoch, float(rec[key]))
     return out
 
@@ -202,8 +186,7 @@ def epoch_log(run_dir: Path, epochs_run: Optional[int] = None, lr_drops: Optiona
 
 
 def curves(path: Path, choices: list[LrChoice], rows: Any = None) -> Optional[dict]:
-    """Validation error per epoch of each chosen run (its first seed): {panel: {network: {epochs, val_error,
-    lr_drops, color}}}; None without any curve."""
+    """Validation error per epoch of each chosen run (its first seed): {panel: {network: {epochs, ...}}}."""
     items = []
     for c in choices:
         if c.rows and c.rows[0].path is not None:
@@ -232,8 +215,7 @@ def curves(path: Path, choices: list[LrChoice], rows: Any = None) -> Optional[di
 
 @dataclass(frozen=True)
 class Figure:
-    """A figure of the report: its file, what draws it ((path, choices, rows) -> the data behind it, or None),
-    its section of results.md and its W&B/TensorBoard key."""
+    """A figure of the report: its file, what draws it, its section of results.md and its tracker key."""
     file: str
     draw: Callable[[Path, list[LrChoice], list[Any]], Optional[dict]]
     caption: str
@@ -247,8 +229,7 @@ FIGURES = (Figure("table3.png", table3, "Test error per network, ours beside the
 
 
 def write_all(sweep_dir: Path, choices: list[LrChoice], rows: list[Any]) -> dict[str, dict]:
-    """Every figure that has something to show, into the sweep folder ({file: data behind it}); one of an
-    earlier report that no longer has anything to show is removed."""
+    """Every figure with something to show ({file: data behind it}); others, of an earlier report, removed."""
     made = {}
     for figure in FIGURES:
         result = figure.draw(sweep_dir / figure.file, choices, rows)

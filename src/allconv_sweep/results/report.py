@@ -1,7 +1,5 @@
-"""python -m allconv_sweep.report <sweep dir>: every job's record -> results.md, results.csv and the figures in
-the sweep folder, the paper's Table 3 beside ours; also run by Hydra at the end of every sweep (ReportCallback,
-set in sweeps/_common.yaml). Per network, the lr with the best validation accuracy (as the paper chose it) and
-its test error over seeds; jobs without a record are `missing`, failed and diverged ones listed as such."""
+"""python -m allconv_sweep.report <sweep dir>, and Hydra's callback at the end of every sweep (sweeps/_common.yaml):
+results.md, results.csv and the figures in the sweep folder, the paper's Table 3 beside ours."""
 
 from __future__ import annotations
 
@@ -19,8 +17,7 @@ from allconv_sweep.runs import REPORT_STATUSES as STATUSES
 
 
 def write_report(sweep_dir: str | Path, plot: bool = True, echo: bool = True) -> dict[str, Any]:
-    """Write results.md, results.csv and the figures; returns the rows, choices, status counts, markdown and the
-    data behind each figure."""
+    """Write results.md, results.csv and the figures; returns rows, choices, counts, markdown, figures' data."""
     from allconv_sweep.results import figures as figures_mod
 
     sweep_dir = Path(sweep_dir).resolve()
@@ -41,10 +38,6 @@ class ReportCallback(Callback):
     """on_multirun_end: the report, then exit 1 if a job failed or is missing (after every other job ran: a
     failed job never stops a sweep)."""
 
-    def __init__(self, plot: bool = True, fail_on_failed: bool = True) -> None:
-        self.plot = plot
-        self.fail_on_failed = fail_on_failed
-
     def before_report(self, sweep_dir: Path) -> None:
         """What a sweep writes before its report (stability.StabilityReport: its map)."""
 
@@ -58,7 +51,7 @@ class ReportCallback(Callback):
         if OmegaConf.select(config, "sweep.dry_run", default=False) or not sweep_dir.is_dir():
             return
         self.before_report(sweep_dir)
-        result = write_report(sweep_dir, plot=self.plot)
+        result = write_report(sweep_dir)
         log_report(sweep_dir, result)  # the W&B report run and chosen_lr flags; TensorBoard's figures and hparams
         bad = sum(result["counts"][s] for s in ("failed", "missing", "interrupted"))
         stop = interrupted()
@@ -66,18 +59,22 @@ class ReportCallback(Callback):
             print(f"error: the sweep was interrupted by {stop.signame} ({stop}); {bad} of {len(result['rows'])} "
                   f"jobs unfinished (see {sweep_dir / RESULTS_MD}); the same command resumes them", file=sys.stderr)
             sys.exit(stop.exit_code)
-        if bad and self.fail_on_failed:
+        if bad:
             print(f"error: {bad} of {len(result['rows'])} jobs failed, were interrupted or left no {METRICS_FILE} "
                   f"(see the All jobs table in {sweep_dir / RESULTS_MD}); re-run the same command to retry them",
                   file=sys.stderr)
             sys.exit(1)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m allconv_sweep.report",
-                                     description="Table 3 of the paper beside a sweep's results "
-                                                 "(writes results.md, results.csv and the figures into the folder)")
+def sweep_command(argv: Optional[list[str]], name: str, description: str, write: Any) -> int:
+    """python -m allconv_sweep.<name> <sweep dir> [--no-plot]: write(sweep_dir, plot=...), errors one line."""
+    parser = argparse.ArgumentParser(prog=f"python -m allconv_sweep.{name}", description=description)
     parser.add_argument("sweep_dir", help="a sweep folder, e.g. outputs/sweeps/pooling_ablation")
     parser.add_argument("--no-plot", action="store_true", help="skip the figures")
     args = parser.parse_args(argv)
-    return command(write_report, args.sweep_dir, plot=not args.no_plot)
+    return command(write, args.sweep_dir, plot=not args.no_plot)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    return sweep_command(argv, "report", "Table 3 of the paper beside a sweep's results (writes results.md, "
+                         "results.csv and the figures into the folder)", write_report)

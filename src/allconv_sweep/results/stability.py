@@ -1,21 +1,18 @@
-"""python -m allconv_sweep.stability <sweep dir>: the stability map of a `+sweep=stability` sweep, also run by
-Hydra at the end of it (StabilityReport, sweeps/stability.yaml) before the usual report. Per cell (init, batch
-size, lr): the seeds alive at the end (a class score firing on the validation images), the epoch each dead run
-died, the last epoch's training loss and the test accuracy; stability.md and stability.png in the sweep folder.
-Jobs are read as the report reads them (runs/collect.py), their epoch logs by figures.epoch_values."""
+"""python -m allconv_sweep.stability <sweep dir>, and Hydra's callback of `+sweep=stability`: the stability map
+(stability.md, stability.png) per cell (init, batch size, lr): seeds alive, when dead ones died, the last loss."""
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from allconv_sweep.errors import UserError, command
+from allconv_sweep.errors import UserError
 from allconv_sweep.results.figures import epoch_values
-from allconv_sweep.results.report import ReportCallback
+from allconv_sweep.results.report import ReportCallback, sweep_command
+from allconv_sweep.results.tables import md_table
 from allconv_sweep.runs.collect import JobResult, collect
 
 STABILITY_MD, STABILITY_PNG = "stability.md", "stability.png"
@@ -75,6 +72,12 @@ def _pct(v: Optional[float]) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
 
 
+def _accs(rs: list[JobStability]) -> tuple[list[float], float]:
+    """A cell's test accuracies, and their mean (nan without any)."""
+    accs = [r.test_acc for r in rs if r.test_acc is not None]
+    return accs, statistics.fmean(accs) if accs else math.nan
+
+
 def render_md(sweep_dir: Path, runs: list[JobStability]) -> str:
     cells = _cells(runs)
     epochs = sorted({r.epochs_run for r in runs})
@@ -85,26 +88,21 @@ def render_md(sweep_dir: Path, runs: list[JobStability]) -> str:
              "its last epoch; *died* is the first epoch from which that share stayed under "
              f"{dead}; *learning* when, alive, its last epoch's training loss is below {PLATEAU_EXIT} "
              f"(off the ln 10 = 2.303 plateau; a run can be alive and back on it).", "",
-             f"Epochs run: {', '.join(map(str, epochs))}.", "",
-             "| init | batch | lr | alive | learning | died at epoch | last-epoch train loss | live at the end | test acc (mean; per seed) |",
-             "|---|---:|---:|---:|---:|---|---|---|---|"]
-    for (init, bs, lr), rs in cells.items():
-        accs = [r.test_acc for r in rs if r.test_acc is not None]
-        mean = statistics.fmean(accs) if accs else None
-        died = ", ".join(str(r.died_epoch) for r in rs if r.died_epoch is not None) or "-"
-        loss = ", ".join(f"{r.train_loss[-1]:.3f}" if r.train_loss else "-" for r in rs)
-        live = ", ".join(_pct(r.live[-1]) if r.live else "-" for r in rs)
-        lines.append(f"| {init} | {bs} | {lr:g} | {sum(r.alive for r in rs)}/{len(rs)} | "
-                     f"{sum(r.learning for r in rs)}/{len(rs)} | {died} | {loss} | {live} | {_pct(mean)}; "
-                     + ", ".join(_pct(a) for a in accs) + " |")
-    lines += ["", "## Every run", "",
-              "| init | batch | lr | seed | status | epochs | steps/epoch | val live fraction per epoch (%) | train loss per epoch | test acc | note |",
-              "|---|---:|---:|---:|---|---:|---:|---|---|---:|---|"]
-    for r in (r for rs in cells.values() for r in rs):
-        lines.append(f"| {r.init} | {r.batch_size} | {r.lr:g} | {r.seed} | {r.status} | {r.epochs_run} | {r.steps_per_epoch or '-'} | "
-                     + " ".join(f"{100 * f:.0f}" for f in r.live) + " | "
-                     + " ".join(f"{x:.3f}" for x in r.train_loss) + f" | {_pct(r.test_acc)} | "
-                     + (r.reason or "").replace("|", "/") + " |")
+             f"Epochs run: {', '.join(map(str, epochs))}.", ""]
+    lines += md_table(["init", "batch", "lr", "alive", "learning", "died at epoch", "last-epoch train loss",
+                       "live at the end", "test acc (mean; per seed)"], [
+        [init, bs, f"{lr:g}", f"{sum(r.alive for r in rs)}/{len(rs)}", f"{sum(r.learning for r in rs)}/{len(rs)}",
+         ", ".join(str(r.died_epoch) for r in rs if r.died_epoch is not None) or "-",
+         ", ".join(f"{r.train_loss[-1]:.3f}" if r.train_loss else "-" for r in rs),
+         ", ".join(_pct(r.live[-1]) if r.live else "-" for r in rs),
+         f"{_pct(_accs(rs)[1])}; " + ", ".join(_pct(a) for a in _accs(rs)[0])] for (init, bs, lr), rs in cells.items()],
+        "lrrrr")
+    lines += ["", "## Every run", ""] + md_table(
+        ["init", "batch", "lr", "seed", "status", "epochs", "steps/epoch", "val live fraction per epoch (%)",
+         "train loss per epoch", "test acc", "note"],
+        [[r.init, r.batch_size, f"{r.lr:g}", r.seed, r.status, r.epochs_run, r.steps_per_epoch or "-",
+          " ".join(f"{100 * f:.0f}" for f in r.live), " ".join(f"{x:.3f}" for x in r.train_loss), _pct(r.test_acc),
+          (r.reason or "").replace("|", "/")] for rs in cells.values() for r in rs], "lrrrlrrllrl")
     lines += ["", f"![stability map]({STABILITY_PNG})", ""]
     return "\n".join(lines)
 
@@ -118,17 +116,13 @@ def write_png(path: Path, runs: list[JobStability]) -> None:
     rows = sorted({(i, b) for i, b, _ in cells})
     cols = sorted({lr for _, _, lr in cells}, reverse=True)
     fig, axes = plt.subplots(1, 3, figsize=(18, 5.5), gridspec_kw={"width_ratios": [1.1, 1, 1]})
-    ax = axes[0]
-    grid = [[math.nan] * len(cols) for _ in rows]
-    for (i, b, lr), rs in cells.items():
-        accs = [r.test_acc for r in rs if r.test_acc is not None]
-        grid[rows.index((i, b))][cols.index(lr)] = 100 * statistics.fmean(accs) if accs else math.nan
-    im = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=10)
+    ax, grid = axes[0], [[math.nan] * len(cols) for _ in rows]
     for (i, b, lr), rs in cells.items():
         y, x = rows.index((i, b)), cols.index(lr)
-        v = grid[y][x]
+        grid[y][x] = v = 100 * _accs(rs)[1]
         ax.text(x, y, f"{v:.1f}%\n{sum(r.alive for r in rs)}/{len(rs)} alive, {sum(r.learning for r in rs)} learning",
                 ha="center", va="center", color="white" if v < 14 else "black", fontsize=9)
+    im = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=10)
     ax.set_xticks(range(len(cols)), [f"lr {c:g}" for c in cols])
     ax.set_yticks(range(len(rows)), [f"{i}, batch {b}" for i, b in rows])
     ax.set_title("test accuracy (mean over seeds); seeds alive / learning at the end")
@@ -180,10 +174,5 @@ class StabilityReport(ReportCallback):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m allconv_sweep.stability",
-                                     description="the stability map of a +sweep=stability folder "
-                                                 "(writes stability.md and stability.png into it)")
-    parser.add_argument("sweep_dir")
-    parser.add_argument("--no-plot", action="store_true")
-    args = parser.parse_args(argv)
-    return command(write, args.sweep_dir, plot=not args.no_plot)
+    return sweep_command(argv, "stability", "the stability map of a +sweep=stability folder (writes stability.md "
+                         "and stability.png into it)", write)

@@ -1,5 +1,5 @@
-"""wandb: offline without credentials; one W&B run per run folder (resumed, not duplicated, after a kill);
-the config once (flat, resolved); every multirun grouped; the summary says what metrics.json says."""
+"""W&B: offline without credentials; one W&B run per run folder (resumed, not duplicated, after a kill); every
+multirun grouped; the summary says what metrics.json says."""
 
 from __future__ import annotations
 
@@ -15,11 +15,9 @@ SUMMARY_KEYS = ("status", "reason", "result_key", "train_error", "val_error", "t
 
 
 def has_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     try:
-        return "api.wandb.ai" in netrc.read_text()
+        return bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in netrc.read_text()
     except OSError:
         return False
 
@@ -79,8 +77,5 @@ def own_wandb_service() -> None:
 def finish_wandb(logger, metrics: Optional[dict]) -> None:
     import wandb
 
-    run = logger.experiment
-    for key in SUMMARY_KEYS:
-        if metrics is not None and key in metrics:
-            run.summary[key] = metrics.get(key)
+    logger.experiment.summary.update({k: v for k, v in (metrics or {}).items() if k in SUMMARY_KEYS})
     wandb.finish(exit_code=0 if metrics is not None and metrics.get("status") in ("ok", "diverged") else 1)
