@@ -25,9 +25,7 @@ def wandb_settings(sweep_dir: Path, rows: list) -> Optional[dict[str, Any]]:
     from allconv_sweep.config.records import config_values  # a job's config: its values read as data
     from allconv_sweep.training.wandb_run import group_for
 
-    for r in rows:
-        if not r.wandb_run_id:
-            continue
+    for r in (r for r in rows if r.wandb_run_id):
         cfg = config_values(Path(r.path) / ".hydra" / "config.yaml", {
             "logger.wandb.project": str, "logger.wandb.entity": str, "logger.wandb.mode": str, "tracking.group": str})
         return {"project": cfg["logger.wandb.project"] or "allconv_sweep", "entity": cfg["logger.wandb.entity"],
@@ -37,30 +35,21 @@ def wandb_settings(sweep_dir: Path, rows: list) -> Optional[dict[str, Any]]:
 
 def spec(sweep_dir: Path, settings: dict, entity: Optional[str], choices: list) -> dict[str, Any]:
     """The workspace and the report, declared (the JSON written offline; build() turns it into objects)."""
-    group = settings["group"]
-    table = "\n".join(table3_section(choices)).strip()
-    figures = [f.key for f in FIGURES if (sweep_dir / f.file).is_file()]
-    return {
-        "workspace": {
-            "entity": entity, "project": settings["project"], "group": group, "name": f"{group}: variants compared",
-            "panels": [
-                {"type": "bar", "title": "test error per network", "metric": "test_error", "groupby": "model.name"},
-                {"type": "bar", "title": "test error per variant", "metric": "test_error", "groupby": "model.variant"},
-                {"type": "parallel_coordinates", "title": "family -> variant -> lr -> val error -> test error",
-                 "columns": [{"kind": k, "name": n} for k, n in PARALLEL]},
-                {"type": "line", "title": "validation accuracy per epoch, by network", "x": "epoch",
-                 "y": "val/acc", "groupby": "model.name"}],
-            "runs_table": RUNS_TABLE, "filter": f"Metric('Group') = '{group}'"},
-        "report": {
-            "entity": entity, "project": settings["project"], "group": group,
-            "title": f"{group}: Table 3 of Striving for Simplicity, reproduced",
-            "blocks": [
-                {"type": "h1", "text": "Table 3: ours beside the paper"},
-                {"type": "markdown", "text": table or "(no Table 3 comparison in this sweep's report)"},
-                {"type": "h2", "text": "The report's figures"},
-                {"type": "media", "run_filter": f"Metric('Group') = '{group}' and Metric('JobType') = 'report'",
-                 "keys": figures}]},
-    }
+    group, where = settings["group"], {"entity": entity, "project": settings["project"], "group": settings["group"]}
+    panels = [{"type": "bar", "title": "test error per network", "metric": "test_error", "groupby": "model.name"},
+              {"type": "bar", "title": "test error per variant", "metric": "test_error", "groupby": "model.variant"},
+              {"type": "parallel_coordinates", "title": "family -> variant -> lr -> val error -> test error",
+               "columns": [{"kind": k, "name": n} for k, n in PARALLEL]},
+              {"type": "line", "title": "validation accuracy per epoch, by network", "x": "epoch", "y": "val/acc",
+               "groupby": "model.name"}]
+    table = "\n".join(table3_section(choices)).strip() or "(no Table 3 comparison in this sweep's report)"
+    blocks = [{"type": "h1", "text": "Table 3: ours beside the paper"}, {"type": "markdown", "text": table},
+              {"type": "h2", "text": "The report's figures"},
+              {"type": "media", "run_filter": f"Metric('Group') = '{group}' and Metric('JobType') = 'report'",
+               "keys": [f.key for f in FIGURES if (sweep_dir / f.file).is_file()]}]
+    return {"workspace": {**where, "name": f"{group}: variants compared", "panels": panels, "runs_table": RUNS_TABLE,
+                          "filter": f"Metric('Group') = '{group}'"},
+            "report": {**where, "title": f"{group}: Table 3 of Striving for Simplicity, reproduced", "blocks": blocks}}
 
 
 def build(declared: dict):

@@ -69,26 +69,25 @@ def lr_grid(path: Path, choices: list[LrChoice], rows: list[Any]) -> Optional[di
     for c in choices:
         runs = [r for r in rows if r.group == (c.data, c.augment, c.model, c.setting) and r.lr is not None
                 and r.val_size != 0]
-        lrs = sorted({r.lr for r in runs})
-        if len(lrs) < 2:
-            continue
-        points = []
-        for lr in lrs:
+        line: dict[str, Any] = {"lrs": sorted({r.lr for r in runs}), "errors": [], "status": [], "chosen": c.lr}
+        for lr in line["lrs"]:
             at = [r for r in runs if r.lr == lr]
             errs = [100 * r.val_error for r in at if r.val_error is not None and r.status in FINISHED]
             statuses = {r.status for r in at}
-            status = ("ok" if statuses == {"ok"} else "diverged" if "diverged" in statuses else
-                      "failed" if statuses & {"failed", "interrupted"} else "missing")
-            points.append((lr, sum(errs) / len(errs) if errs else None, status))
-        items.append((c, points))
+            line["errors"].append(sum(errs) / len(errs) if errs else None)
+            line["status"].append("ok" if statuses == {"ok"} else "diverged" if "diverged" in statuses else
+                                  "failed" if statuses & {"failed", "interrupted"} else "missing")
+        if len(line["lrs"]) > 1:
+            items.append((c, line))
     if not items:
         return None
     fig, panels, colors = _panels(items)
     data: dict[str, dict] = {}
     for ax, panel, members in panels:
-        top = max((e for _, pts in members for _, e, _ in pts if e is not None), default=100.0)
-        for c, points in members:
-            color = colors[id(c)]
+        top = max((e for _, line in members for e in line["errors"] if e is not None), default=100.0)
+        for c, line in members:
+            line["color"] = color = colors[id(c)]
+            points = list(zip(line["lrs"], line["errors"], line["status"]))
             ok = [(lr, e) for lr, e, _ in points if e is not None]
             ax.plot([p[0] for p in ok], [p[1] for p in ok], "-o", color=color, label=display_name(c.model),
                     markersize=4)
@@ -100,10 +99,8 @@ def lr_grid(path: Path, choices: list[LrChoice], rows: list[Any]) -> Optional[di
                 if lr == c.lr and e is not None:  # the chosen lr, ringed
                     ax.plot([lr], [e], marker="o", markersize=13, markerfacecolor="none", markeredgecolor=color,
                             markeredgewidth=2)
-        data[panel] = {c.model: {"lrs": [p[0] for p in pts], "errors": [p[1] for p in pts],
-                                 "status": [p[2] for p in pts], "chosen": c.lr, "color": colors[id(c)]}
-                       for c, pts in members}
-        grid = sorted({lr for _, pts in members for lr, _, _ in pts})
+        data[panel] = {c.model: line for c, line in members}
+        grid = sorted({lr for _, line in members for lr in line["lrs"]})
         ax.set_xscale("log")
         ax.set_xticks(grid, [f"{lr:g}" for lr in grid])
         ax.minorticks_off()

@@ -1,6 +1,5 @@
-"""The paper's numbers and names, as data: Table 3's test errors and parameter counts, the epochs it
-trained, its families and variants, and how it names a network. Read by the report, the figures and the
-dashboard; knows nothing of them."""
+"""The paper's numbers and names, as data (Table 3's test errors and parameter counts, its epochs, families,
+variants and network names), for the report, the figures and the dashboard."""
 
 from __future__ import annotations
 

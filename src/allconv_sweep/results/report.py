@@ -11,6 +11,7 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 
 from allconv_sweep.errors import command
+from allconv_sweep.results.figures import write_all
 from allconv_sweep.results.tables import RESULTS_CSV, RESULTS_MD, RESULTS_PNG, read_sweep, render_md, write_csv
 from allconv_sweep.runs import METRICS_FILE
 from allconv_sweep.runs import REPORT_STATUSES as STATUSES
@@ -18,11 +19,9 @@ from allconv_sweep.runs import REPORT_STATUSES as STATUSES
 
 def write_report(sweep_dir: str | Path, plot: bool = True, echo: bool = True) -> dict[str, Any]:
     """Write results.md, results.csv and the figures; returns rows, choices, counts, markdown, figures' data."""
-    from allconv_sweep.results import figures as figures_mod
-
     sweep_dir = Path(sweep_dir).resolve()
     rows, choices = read_sweep(sweep_dir)
-    figures = figures_mod.write_all(sweep_dir, choices, rows) if plot else {}
+    figures = write_all(sweep_dir, choices, rows) if plot else {}
     (sweep_dir / RESULTS_PNG).unlink(missing_ok=True)  # the single figure of earlier versions
     md = render_md(sweep_dir, rows, choices, figures)
     (sweep_dir / RESULTS_MD).write_text(md)
@@ -35,8 +34,7 @@ def write_report(sweep_dir: str | Path, plot: bool = True, echo: bool = True) ->
 
 
 class ReportCallback(Callback):
-    """on_multirun_end: the report, then exit 1 if a job failed or is missing (after every other job ran: a
-    failed job never stops a sweep)."""
+    """on_multirun_end: the report, then exit 1 if a job failed or is missing (a failed job never stops a sweep)."""
 
     def before_report(self, sweep_dir: Path) -> None:
         """What a sweep writes before its report (stability.StabilityReport: its map)."""

@@ -44,12 +44,8 @@ class JobStability:
 
 def collect_map(sweep_dir: str | Path) -> list[JobStability]:
     """The sweep's finished jobs (the report's collect) with their epoch logs."""
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise UserError(f"{sweep_dir}: no such folder; give the folder of a +sweep=stability run, "
-                        f"e.g. outputs/sweeps/stability")
     runs = []
-    for r in collect(sweep_dir):
+    for r in collect(Path(sweep_dir)):  # a missing or unrelated folder: collect's one-line error
         if r.status == "missing" or not r.identity:
             continue  # still running, or killed (or no run.json: its cell unknown): nothing to map yet
         log = epoch_values(r.path, ("val/live_fraction", "train/loss_epoch"), int(r.epochs_run or 0))
@@ -113,8 +109,7 @@ def write_png(path: Path, runs: list[JobStability]) -> None:
     from allconv_sweep.results.figures import pyplot, save_figure
 
     plt, cells = pyplot(), _cells(runs)
-    rows = sorted({(i, b) for i, b, _ in cells})
-    cols = sorted({lr for _, _, lr in cells}, reverse=True)
+    rows, cols = sorted({(i, b) for i, b, _ in cells}), sorted({lr for _, _, lr in cells}, reverse=True)
     fig, axes = plt.subplots(1, 3, figsize=(18, 5.5), gridspec_kw={"width_ratios": [1.1, 1, 1]})
     ax, grid = axes[0], [[math.nan] * len(cols) for _ in rows]
     for (i, b, lr), rs in cells.items():
@@ -129,23 +124,20 @@ def write_png(path: Path, runs: list[JobStability]) -> None:
     fig.colorbar(im, ax=ax, label="test accuracy (%)")
     colours = {init: plt.get_cmap("tab10")(k) for k, init in enumerate(sorted({r.init for r in runs}))}
     styles = {bs: s for bs, s in zip(sorted({r.batch_size for r in runs}), ("-", "--", ":", "-."))}
-    for r in runs:
-        if not r.train_size:
-            continue
+    for r in (r for r in runs if r.train_size):
         seen = [e * r.train_size / 1000 for e in r.epochs]
         kw = dict(color=colours[r.init], linestyle=styles[r.batch_size], alpha=0.8,
                   marker="o" if r.lr == max(cols) else "x", markersize=3)
         axes[1].plot(seen, [100 * f for f in r.live], **kw)
         axes[2].plot(seen, r.train_loss, **kw)
-    axes[1].set(ylabel="validation images with a class score > 0 (%)", title="live class scores")
+    seen = "training images seen (thousands)"
+    axes[1].set(ylabel="validation images with a class score > 0 (%)", title="live class scores", xlabel=seen)
     axes[2].axhline(math.log(10), color="gray", linewidth=0.8)
-    axes[2].set(ylabel="training loss (epoch mean); gray: ln 10", title="training loss")
+    axes[2].set(ylabel="training loss (epoch mean); gray: ln 10", title="training loss", xlabel=seen)
     handles = [Line2D([], [], color=c, label=i) for i, c in colours.items()]
     handles += [Line2D([], [], color="black", linestyle=s, label=f"batch {b}") for b, s in styles.items()]
     handles += [Line2D([], [], color="black", marker=m, linestyle="", label=f"lr {lr:g}")
                 for lr, m in zip(cols[:2], ("o", "x"))]
-    for ax in axes[1:]:
-        ax.set_xlabel("training images seen (thousands)")
     axes[1].legend(handles=handles, fontsize=8)
     save_figure(fig, path)
 

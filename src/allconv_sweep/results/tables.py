@@ -101,8 +101,7 @@ def table3_section(choices: list[LrChoice]) -> list[str]:
 
 
 def table3_rows(choices: list[LrChoice]) -> tuple[list[str], list[list[Any]]]:
-    """The comparison as rows (the W&B table): network, data, lr, protocol, seeds, ours (mean, std), paper,
-    difference, params."""
+    """The comparison as (columns, rows) of numbers: the W&B report run's table."""
     columns = ["network", "data", "augment", "setting", "lr", "protocol", "seeds", "test_error_pct",
                "test_error_std_pct", "paper_test_error_pct", "ours_minus_paper", "num_params"]
     data = []

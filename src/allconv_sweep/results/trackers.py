@@ -14,8 +14,7 @@ from allconv_sweep.results.tables import table3_rows
 
 
 def log_report(sweep_dir: Path, result: dict[str, Any]) -> None:
-    """After the sweep's report: its W&B report run and chosen_lr flags, and its TensorBoard figures and
-    hparams, for whichever of the two the jobs used. Failures are printed, never raised: the report exists."""
+    """The report in whichever tracker the jobs used; failures printed, never raised (the report exists)."""
     rows, choices = result["rows"], result["choices"]
     try:
         settings = wandb_settings(sweep_dir, rows)
@@ -49,8 +48,7 @@ def _wandb_report_run(sweep_dir: Path, settings: dict, choices: list, figures: d
 
 
 def _wandb_chosen_flags(sweep_dir: Path, settings: dict, rows: list, choices: list) -> None:
-    """chosen_lr: true/false in each job's W&B summary; only jobs whose flag changed since the last report (each
-    is one resume of its W&B run, ~2 s offline)."""
+    """chosen_lr in each job's W&B summary, where it changed (each is a resume of its run, ~2 s offline)."""
     import wandb
 
     chosen = {id(r) for c in choices for r in c.rows}

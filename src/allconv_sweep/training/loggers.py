@@ -54,9 +54,8 @@ def truncate_csv(path: str | Path, keep_epochs_below: int) -> None:
 
 
 def restore_csv(path: str | Path, rows: int, pending: dict | None = None) -> None:
-    """Keep the first ``rows`` data rows and append ``pending`` (a checkpoint's record: resume.repair_csv).
-    The header is rebuilt as Lightning builds it, the sorted keys of the rows kept: the writer reads it
-    afterwards and widens it as new keys are logged, as in a run never interrupted."""
+    """Keep the first ``rows`` data rows and append ``pending`` (a checkpoint's record: resume.repair_csv), under
+    the header Lightning would write (the sorted keys), which the writer widens as new keys are logged."""
     path, kept = Path(path), []
     if path.is_file():
         with open(path, newline="") as f:

@@ -31,8 +31,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def group_for(sweep_dir: Path) -> str:
-    """The W&B group of a sweep folder's runs: its name, with its date for the default
-    outputs/multiruns/<date>/<time> layout (the time alone would be ambiguous)."""
+    """The W&B group of a sweep folder's runs: its name; <date>_<time> in outputs/multiruns/<date>/<time>."""
     if re.fullmatch(r"\d\d-\d\d-\d\d", sweep_dir.name):
         return f"{sweep_dir.parent.name}_{sweep_dir.name}"
     return sweep_dir.name
@@ -53,21 +52,17 @@ def make_wandb_logger(save_dir: str, project: str = "allconv_sweep", entity: Opt
     from allconv_sweep.config import runtime
     from allconv_sweep.runs import read_run_info
 
-    mode = resolve_mode(mode)
-    run_id = (read_run_info(save_dir) or {}).get("wandb_run_id")
+    mode, sweep_dir = resolve_mode(mode), runtime.sweep_dir()
     own_wandb_service()
-    sweep_dir = runtime.sweep_dir()
-    group = group or (None if sweep_dir is None else group_for(sweep_dir))
-    return WandbLogger(project=project, entity=entity, group=group, name=name, id=run_id,
-                       resume="allow", tags=list(tags or []), save_dir=str(save_dir), offline=mode == "offline",
-                       mode=mode, reinit="finish_previous")
+    return WandbLogger(project=project, entity=entity, group=group or (sweep_dir and group_for(sweep_dir)), name=name,
+                       id=(read_run_info(save_dir) or {}).get("wandb_run_id"), resume="allow", tags=list(tags or []),
+                       save_dir=str(save_dir), offline=mode == "offline", mode=mode, reinit="finish_previous")
 
 
 def own_wandb_service() -> None:
-    """A job process talks to a W&B service of its own, not to one it inherited. wandb puts its service's
-    address in WANDB_SERVICE (with the pid that started it) and child processes connect to it; a job killed
-    with SIGKILL then leaves its run's stream open in the parent's service, and the resumed job (same run
-    id) is refused with "run ID ... is in use". A service this process started itself is kept."""
+    """A job talks to a W&B service of its own, not one it inherited through WANDB_SERVICE (the address and the
+    pid that started it): a job killed with SIGKILL leaves its run's stream open in the parent's service, and the
+    resumed job (same run id) is refused ("run ID ... is in use"). A service this process started is kept."""
     token = os.environ.get("WANDB_SERVICE")
     match = re.match(r"^\d+-(\d+)-", token or "")
     if token and (match is None or int(match.group(1)) != os.getpid()):
