@@ -1,15 +1,5 @@
-"""The report's figures, each a file of the sweep folder and a section of results.md:
-
-- lr_grid.png  validation error against the learning rate (log axis), one panel per family (A, B, C; or per
-               data set), one line per network, the chosen lr ringed, diverged and failed runs marked;
-- table3.png   test error per network in the paper's layout (A/B/C x base/Strided/ConvPool/All-CNN): ours
-               (mean over seeds, the spread as an error bar) beside the paper's, the axis zoomed to the data,
-               every value printed;
-- curves.png   validation error per epoch of the chosen runs, one panel per family, the lr drops marked.
-
-A figure is drawn only when it has something to show (one lr per network: no grid). Each function returns
-the data behind its plot (what the tests check: lines, markers, colours), and None when it drew nothing.
-"""
+"""The report's figures (FIGURES), each a file of the sweep folder and a section of results.md. Each returns the
+data behind its plot (what the tests check), or None, drawing nothing, when it has nothing to show."""
 
 from __future__ import annotations
 
@@ -19,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from allconv_sweep.results.paper import FAMILIES, PAPER_TABLE3, display_name, paper_value
+from allconv_sweep.results.paper import FAMILIES, display_name, paper_value
 from allconv_sweep.runs import FINISHED
 from allconv_sweep.runs.choose import LrChoice
 
@@ -30,7 +20,7 @@ DATA_TITLE = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "fake": "synthetic
               "imagenet": "ImageNet"}
 
 
-def _plt():
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -38,119 +28,100 @@ def _plt():
 
 
 def data_title(choices: list[LrChoice]) -> str:
-    """What the sweep ran on, for figure titles: "CIFAR-10", "CIFAR-10+ (flips, translations)", ..."""
-    names = []
-    for data, augment in sorted({(c.data, c.augment) for c in choices}, key=str):
-        name = DATA_TITLE.get(data, str(data))
-        names.append(name + ("+ (flips, translations)" if augment == "flip_translate" else
-                             "" if augment in ("none", None) else f" + {augment}"))
-    return ", ".join(names) or "no data"
+    """What the sweep ran on: "CIFAR-10", "CIFAR-10+ (flips, translations)", ..."""
+    return ", ".join(DATA_TITLE.get(d, str(d)) + ("+ (flips, translations)" if a == "flip_translate" else
+                                                  "" if a in ("none", None) else f" + {a}")
+                     for d, a in sorted({(c.data, c.augment) for c in choices}, key=str)) or "no data"
 
 
 def _panel_key(c: LrChoice) -> str:
-    """Networks are grouped into panels by family (the paper's A, B, C) within a data set."""
     prefix = "" if c.data == "cifar10" and c.augment == "none" else f"{DATA_TITLE.get(c.data, c.data)}: "
     return prefix + (f"family {c.family}" if c.family else "other") + (f" ({c.setting})" if c.setting else "")
 
 
 def _colors(choices: list[LrChoice]) -> dict[int, str]:
-    """A colour per choice: the variant's, or distinct ones for networks outside the twelve."""
-    out, spare = {}, iter(OTHER_COLORS * 4)
-    for c in choices:
-        out[id(c)] = VARIANT_COLOR.get(c.variant or "") or next(spare)
-    return out
+    spare = iter(OTHER_COLORS * 4)
+    return {id(c): VARIANT_COLOR.get(c.variant or "") or next(spare) for c in choices}
 
 
-def _suptitle(fig, text: str) -> None:
-    fig.suptitle("\n".join(textwrap.wrap(text, 95)), fontsize=11)
+def _panels(items: list[tuple[LrChoice, Any]]):
+    """A panel per family (within a data set): (fig, [(ax, panel, [(choice, item)])], colour per choice)."""
+    panels: dict[str, list] = {}
+    for c, item in items:
+        panels.setdefault(_panel_key(c), []).append((c, item))
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(max(7.0, 4.6 * len(panels) + 1), 4.4), squeeze=False,
+                                sharey=True)
+    axes[0][0].set_ylabel("validation error (%)")
+    return fig, [(ax, *kv) for ax, kv in zip(axes[0], panels.items())], _colors([c for c, _ in items])
 
 
-def _label(c: LrChoice) -> str:
-    return display_name(c.model)
+def save_figure(fig, path: Path, suptitle: Optional[str] = None) -> None:
+    if suptitle:
+        fig.suptitle("\n".join(textwrap.wrap(suptitle, 95)), fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
 
-
-# ------------------------------------------------------------------------------------------------ lr grid
 
 def lr_grid(path: Path, choices: list[LrChoice], rows: list[Any]) -> Optional[dict]:
-    """Validation error against lr per network. Returns {panel: {network: {lrs, errors, status, chosen,
-    color}}}; None (and no file) when no network was run at two learning rates or more."""
-    per_choice = {}
+    """Validation error against lr per network (run at two lrs or more): {panel: {network: {lrs, errors, ...}}}."""
+    items = []
     for c in choices:
         runs = [r for r in rows if r.group == (c.data, c.augment, c.model, c.setting) and r.lr is not None
                 and r.val_size != 0]
-        lrs = sorted({r.lr for r in runs})
-        if len(lrs) < 2:
-            continue
-        points = []
-        for lr in lrs:
+        line: dict[str, Any] = {"lrs": sorted({r.lr for r in runs}), "errors": [], "status": [], "chosen": c.lr}
+        for lr in line["lrs"]:
             at = [r for r in runs if r.lr == lr]
             errs = [100 * r.val_error for r in at if r.val_error is not None and r.status in FINISHED]
-            status = ("ok" if all(r.status == "ok" for r in at) else
-                      "diverged" if any(r.status == "diverged" for r in at) else
-                      "failed" if any(r.status in ("failed", "interrupted") for r in at) else "missing")
-            points.append((lr, sum(errs) / len(errs) if errs else None, status))
-        per_choice[id(c)] = (c, points)
-    if not per_choice:
+            statuses = {r.status for r in at}
+            line["errors"].append(sum(errs) / len(errs) if errs else None)
+            line["status"].append("ok" if statuses == {"ok"} else "diverged" if "diverged" in statuses else
+                                  "failed" if statuses & {"failed", "interrupted"} else "missing")
+        if len(line["lrs"]) > 1:
+            items.append((c, line))
+    if not items:
         return None
-    plt = _plt()
-    panels: dict[str, list] = {}
-    for c, points in per_choice.values():
-        panels.setdefault(_panel_key(c), []).append((c, points))
-    colors = _colors([c for c, _ in per_choice.values()])
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 4.6 * len(panels) + 1), 4.4), squeeze=False,
-                             sharey=True)
+    fig, panels, colors = _panels(items)
     data: dict[str, dict] = {}
-    for ax, (panel, members) in zip(axes[0], panels.items()):
-        data[panel] = {}
-        top = max((e for _, pts in members for _, e, _ in pts if e is not None), default=100.0)
-        for c, points in members:
-            color = colors[id(c)]
-            ok = [(lr, e) for lr, e, s in points if e is not None]
-            ax.plot([p[0] for p in ok], [p[1] for p in ok], "-o", color=color, label=_label(c), markersize=4)
+    for ax, panel, members in panels:
+        top = max((e for _, line in members for e in line["errors"] if e is not None), default=100.0)
+        for c, line in members:
+            line["color"] = color = colors[id(c)]
+            points = list(zip(line["lrs"], line["errors"], line["status"]))
+            ok = [(lr, e) for lr, e, _ in points if e is not None]
+            ax.plot([p[0] for p in ok], [p[1] for p in ok], "-o", color=color, label=display_name(c.model),
+                    markersize=4)
             for lr, e, status in points:
-                if status in ("diverged", "failed", "missing"):  # marked, never dropped
+                if status != "ok":  # marked, never dropped
                     y = e if e is not None else top
                     ax.plot([lr], [y], marker="X", markersize=10, color=color, linestyle="")
                     ax.annotate(status, (lr, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
-            chosen = [(lr, e) for lr, e, _ in points if lr == c.lr and e is not None]
-            for lr, e in chosen:
-                ax.plot([lr], [e], marker="o", markersize=13, markerfacecolor="none", markeredgecolor=color,
-                        markeredgewidth=2)
-            data[panel][c.model] = {"lrs": [p[0] for p in points], "errors": [p[1] for p in points],
-                                    "status": [p[2] for p in points], "chosen": c.lr, "color": color}
+                if lr == c.lr and e is not None:  # the chosen lr, ringed
+                    ax.plot([lr], [e], marker="o", markersize=13, markerfacecolor="none", markeredgecolor=color,
+                            markeredgewidth=2)
+        data[panel] = {c.model: line for c, line in members}
+        grid = sorted({lr for _, line in members for lr in line["lrs"]})
         ax.set_xscale("log")
-        grid = sorted({lr for _, pts in members for lr, _, _ in pts})
         ax.set_xticks(grid, [f"{lr:g}" for lr in grid])
         ax.minorticks_off()
-        ax.set_title(panel)
-        ax.set_xlabel("learning rate")
+        ax.set(title=panel, xlabel="learning rate")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, title="ringed: chosen lr; X: diverged/failed", title_fontsize=7)
-    axes[0][0].set_ylabel("validation error (%)")
-    _suptitle(fig, f"Learning-rate grid on {data_title([c for c, _ in per_choice.values()])}: validation error per lr")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, f"Learning-rate grid on {data_title([c for c, _ in items])}: validation error per lr")
     return data
 
 
-# ------------------------------------------------------------------------------------------------ table 3
-
-def table3(path: Path, choices: list[LrChoice]) -> Optional[dict]:
-    """Test error per network in the paper's layout, ours beside the paper's. Returns {network: {ours, std,
-    paper, seeds, color}}; None when no network has a test error."""
-
-    shown = [c for c in choices if c.test_mean is not None]
+def table3(path: Path, choices: list[LrChoice], rows: Any = None) -> Optional[dict]:
+    """Test error per network, ours beside the paper's: {network: {ours, std, paper, seeds, color, protocol}}."""
+    shown = [c for c in choices if c.test_mean is not None]  # in Table 3's order (tables.read_sweep)
     if not shown:
         return None
-    plt = _plt()
-    order = {m: i for i, m in enumerate(PAPER_TABLE3)}  # A, B, C; base, Strided, ConvPool, All-CNN
-    shown.sort(key=lambda c: (c.data != "cifar10", str(c.data), str(c.augment), c.setting, order.get(c.model, 99), c.model))
     colors = _colors(shown)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(shown) + 2), 4.8))
+    fig, ax = pyplot().subplots(figsize=(max(6.0, 0.9 * len(shown) + 2), 4.8))
     data, xs, values = {}, [], []
+    gaps = all(c.family in FAMILIES for c in shown)  # A | B | C
     for i, c in enumerate(shown):
-        x = i + (i // 4) * 0.5 if all(c2.family in FAMILIES for c2 in shown) else i  # A | B | C gaps
+        x = i + (i // 4) * 0.5 if gaps else i
         ours, std, paper = 100 * c.test_mean, 100 * (c.test_std or 0.0), paper_value(c)
         ax.bar(x - 0.2, ours, width=0.4, color=colors[id(c)], yerr=std if c.test_std is not None else None, capsize=3,
                hatch="//" if c.statuses - {"ok"} else None, edgecolor="black", linewidth=0.5)
@@ -168,28 +139,22 @@ def table3(path: Path, choices: list[LrChoice]) -> Optional[dict]:
     pad = max(0.5, 0.15 * (high - low))
     ax.set_ylim(max(0.0, low - pad), high + 2 * pad)  # zoomed: Table 3's differences are tenths of a point
     ax.set_xlim(min(xs) - 1, max(xs) + 1)
-    ax.set_xticks(xs, [_label(c) + ("" if c.data == "cifar10" and c.augment == "none" else f"\n{c.data}"
-                                    + ("+" if c.augment == "flip_translate" else "")) for c in shown],
-                  rotation=45, ha="right", fontsize=8)
+    ax.set_xticks(xs, [display_name(c.model) + ("" if c.data == "cifar10" and c.augment == "none" else
+                                                f"\n{c.data}" + ("+" if c.augment == "flip_translate" else ""))
+                       for c in shown], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("test error (%)")
-    with_paper = any(v["paper"] is not None for v in data.values())
     title = f"Test error on {data_title(shown)}: the chosen lr of each network"
-    if with_paper:
+    if any(v["paper"] is not None for v in data.values()):
         title += "\nours (colour; mean ± std over seeds; hatched: includes diverged) beside the paper's (gray)"
     ax.set_title("\n".join(textwrap.fill(line, 110) for line in title.split("\n")), fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return data
 
 
-# -------------------------------------------------------------------------------------------- curves
-
 def epoch_values(run_dir: Path, keys: tuple[str, ...], epochs_run: Optional[int] = None) -> dict[str, dict[int, float]]:
-    """The run's csv/metrics.csv: for each key, {epoch (0-based): its first value in that epoch (the fit's
-    own validation)} over the fit's epochs (not the validate and test after it); key "lr": {step: lr} (the
-    LearningRateMonitor's rows)."""
+    """csv/metrics.csv: per key, {0-based epoch: its first value in the epoch} over the fit's epochs (not the
+    validate and test after it); "lr": {step: lr} (the LearningRateMonitor's rows)."""
     path = run_dir / "csv" / "metrics.csv"
     out: dict[str, dict[int, float]] = {key: {} for key in keys}
     if not path.is_file():
@@ -198,21 +163,16 @@ def epoch_values(run_dir: Path, keys: tuple[str, ...], epochs_run: Optional[int]
         for rec in csv.DictReader(f):
             if "lr" in out and rec.get("lr"):
                 out["lr"][int(float(rec["step"]))] = float(rec["lr"])
-            if rec.get("test/acc") or not rec.get("epoch"):
-                continue
-            epoch = int(float(rec["epoch"]))
-            if epochs_run is not None and epoch >= epochs_run:
-                continue
+            epoch = None if rec.get("test/acc") or not rec.get("epoch") else int(float(rec["epoch"]))
             for key, values in out.items():
-                if key != "lr" and rec.get(key):
+                if key != "lr" and rec.get(key) and epoch is not None and (epochs_run is None or epoch < epochs_run):
                     values.setdefault(epoch, float(rec[key]))
     return out
 
 
 def epoch_log(run_dir: Path, epochs_run: Optional[int] = None, lr_drops: Optional[list[int]] = None) -> dict[str, list]:
-    """Per epoch of the fit: epochs (1-based), validation error (%), and the epochs at whose start the
-    learning rate dropped: the record's (lr_drops), else, for records of earlier versions, read off the lr
-    the LearningRateMonitor logged at each epoch's start."""
+    """Per epoch of the fit: epochs (1-based), validation error (%), and the epochs at whose start the lr
+    dropped: the record's, else (records of earlier versions) read off the logged lr."""
     log = epoch_values(run_dir, ("val/acc", "lr"), epochs_run)
     val = log["val/acc"]
     if lr_drops is None:
@@ -222,51 +182,37 @@ def epoch_log(run_dir: Path, epochs_run: Optional[int] = None, lr_drops: Optiona
             "lr_drops": list(lr_drops)}
 
 
-def curves(path: Path, choices: list[LrChoice]) -> Optional[dict]:
-    """Validation error per epoch of each chosen run (its first seed), one panel per family. Returns
-    {panel: {network: {epochs, val_error, lr_drops, color}}}; None without any curve."""
-    logs = {}
+def curves(path: Path, choices: list[LrChoice], rows: Any = None) -> Optional[dict]:
+    """Validation error per epoch of each chosen run (its first seed): {panel: {network: {epochs, ...}}}."""
+    items = []
     for c in choices:
         if c.rows and c.rows[0].path is not None:
             log = epoch_log(Path(c.rows[0].path), c.rows[0].epochs_run, c.rows[0].lr_drop_epochs)
             if log["epochs"]:
-                logs[id(c)] = (c, log)
-    if not logs:
+                items.append((c, log))
+    if not items:
         return None
-    plt = _plt()
-    panels: dict[str, list] = {}
-    for c, log in logs.values():
-        panels.setdefault(_panel_key(c), []).append((c, log))
-    colors = _colors([c for c, _ in logs.values()])
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 4.6 * len(panels) + 1), 4.4), squeeze=False,
-                             sharey=True)
+    fig, panels, colors = _panels(items)
     data: dict[str, dict] = {}
-    for ax, (panel, members) in zip(axes[0], panels.items()):
-        data[panel] = {}
+    for ax, panel, members in panels:
         ax.xaxis.get_major_locator().set_params(integer=True)
         drops = sorted({d for _, log in members for d in log["lr_drops"]})
         for d in drops:
             ax.axvline(d - 0.5, color="gray", linestyle=":", linewidth=1)
         for c, log in members:
             ax.plot(log["epochs"], log["val_error"], marker="o" if len(log["epochs"]) < 30 else None, markersize=3,
-                    color=colors[id(c)], label=f"{_label(c)} (lr {c.lr:g})")
-            data[panel][c.model] = {**log, "color": colors[id(c)]}
-        ax.set_title(panel + ("; dotted: lr x0.1" if drops else ""))
-        ax.set_xlabel("epoch")
+                    color=colors[id(c)], label=f"{display_name(c.model)} (lr {c.lr:g})")
+        data[panel] = {c.model: {**log, "color": colors[id(c)]} for c, log in members}
+        ax.set(title=panel + ("; dotted: lr x0.1" if drops else ""), xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("validation error (%)")
-    _suptitle(fig, f"Validation error per epoch of the chosen runs on {data_title([c for c, _ in logs.values()])}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, f"Validation error per epoch of the chosen runs on {data_title([c for c, _ in items])}")
     return data
 
 
 @dataclass(frozen=True)
 class Figure:
-    """A figure of the report: its file in the sweep folder, what draws it ((path, choices, rows) -> the
-    data behind it, or None for nothing to show), its section of results.md and its W&B/TensorBoard key."""
+    """A figure of the report: its file, what draws it, its section of results.md and its tracker key."""
     file: str
     draw: Callable[[Path, list[LrChoice], list[Any]], Optional[dict]]
     caption: str
@@ -274,18 +220,13 @@ class Figure:
 
 
 # THE figures, in the order results.md and the dashboards show them
-FIGURES = (
-    Figure("table3.png", lambda path, choices, rows: table3(path, choices),
-           "Test error per network, ours beside the paper's", "table3"),
-    Figure("lr_grid.png", lr_grid, "Validation error against the learning rate", "lr_grid"),
-    Figure("curves.png", lambda path, choices, rows: curves(path, choices),
-           "Validation error per epoch of the chosen runs", "curves"),
-)
+FIGURES = (Figure("table3.png", table3, "Test error per network, ours beside the paper's", "table3"),
+           Figure("lr_grid.png", lr_grid, "Validation error against the learning rate", "lr_grid"),
+           Figure("curves.png", curves, "Validation error per epoch of the chosen runs", "curves"))
 
 
 def write_all(sweep_dir: Path, choices: list[LrChoice], rows: list[Any]) -> dict[str, dict]:
-    """Every figure that has something to show, into the sweep folder; {file name: data behind it}. A
-    figure from an earlier report that no longer has anything to show is removed."""
+    """Every figure with something to show ({file: data behind it}); others, of an earlier report, removed."""
     made = {}
     for figure in FIGURES:
         result = figure.draw(sweep_dir / figure.file, choices, rows)

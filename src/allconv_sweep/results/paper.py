@@ -1,6 +1,5 @@
-"""The paper's numbers and names, as data: Table 3's test errors and parameter counts, the epochs it
-trained, its families and variants, and how it names a network. Read by the report, the figures and the
-dashboard; knows nothing of them."""
+"""The paper's numbers and names, as data (Table 3's test errors and parameter counts, its epochs, families,
+variants and network names), for the report, the figures and the dashboard."""
 
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ PAPER_PARAMS = {"model_a": "0.9M", "strided_cnn_a": "0.9M", "convpool_cnn_a": "1
 
 FAMILIES = ("A", "B", "C")
 VARIANTS = (("base", "base"), ("strided", "Strided"), ("convpool", "ConvPool"), ("all", "All-CNN"))
-DISPLAY = {"model": "Model", "strided_cnn": "Strided-CNN", "convpool_cnn": "ConvPool-CNN", "all_cnn": "All-CNN"}
+DISPLAY = {"model": "Model ", "strided_cnn": "Strided-CNN-", "convpool_cnn": "ConvPool-CNN-", "all_cnn": "All-CNN-"}
 STEMS = {"base": "model", "strided": "strided_cnn", "convpool": "convpool_cnn", "all": "all_cnn"}  # variant -> name
 
 
@@ -39,16 +38,11 @@ def model_name(variant: str, family: str) -> str:
 
 
 def paper_value(c: Any) -> Optional[float]:
-    """The paper's test error for an LrChoice or a JobResult (data, augment, model, setting): none for a setting
-    the paper did not run."""
+    """The paper's test error for an LrChoice or a JobResult; None for a setting the paper did not run."""
     return PAPER.get((c.data, c.augment, c.model)) if not c.setting else None
 
 
 def display_name(model: Optional[str]) -> str:
     """model_a -> Model A, strided_cnn_b -> Strided-CNN-B, all_cnn_c -> All-CNN-C (the paper's names)."""
-    if not model:
-        return "?"
-    stem, _, fam = model.rpartition("_")
-    if stem == "model":
-        return f"Model {fam.upper()}"
-    return f"{DISPLAY[stem]}-{fam.upper()}" if stem in DISPLAY else model
+    stem, _, fam = (model or "").rpartition("_")
+    return DISPLAY[stem] + fam.upper() if stem in DISPLAY else model or "?"

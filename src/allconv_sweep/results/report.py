@@ -1,17 +1,5 @@
-"""python -m allconv_sweep.report <sweep dir>: every job's metrics.json -> the paper's Table 3 beside ours.
-
-Writes results.md, results.csv and the figures (lr_grid.png, table3.png, curves.png: figures.py) into the
-sweep folder and prints the tables. Also run by
-Hydra at the end of every sweep (ReportCallback, set in sweeps/_common.yaml).
-
-- All jobs: model, lr, seed, status, val and test error, wall time. A job folder (or a job the sweep
-  planned, sweep.json) without metrics.json is `missing`; failed and diverged jobs are listed as such.
-- Per network: the learning rate with the best validation accuracy, as the paper chose it, and its test
-  error (mean +- std over seeds where there are several). Runs are grouped by everything but the lr and
-  the seed, so re-runs with other settings in the same folder are never mixed.
-- The paper's Table 3 layout (rows A, B, C; columns base, Strided, ConvPool, All-CNN) with the paper's
-  numbers beside ours and the difference, plus the paper's CIFAR-100 and CIFAR-10+ All-CNN-C results.
-"""
+"""python -m allconv_sweep.report <sweep dir>, and Hydra's callback at the end of every sweep (sweeps/_common.yaml):
+results.md, results.csv and the figures in the sweep folder, the paper's Table 3 beside ours."""
 
 from __future__ import annotations
 
@@ -20,45 +8,33 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from hydra.experimental.callback import Callback
+
 from allconv_sweep.errors import command
+from allconv_sweep.results.figures import write_all
 from allconv_sweep.results.tables import RESULTS_CSV, RESULTS_MD, RESULTS_PNG, read_sweep, render_md, write_csv
 from allconv_sweep.runs import METRICS_FILE
 from allconv_sweep.runs import REPORT_STATUSES as STATUSES
 
 
 def write_report(sweep_dir: str | Path, plot: bool = True, echo: bool = True) -> dict[str, Any]:
-    """Write results.md, results.csv and the figures (figures.py) into the sweep folder; returns the rows,
-    choices, status counts, markdown and the data behind each figure."""
-    from allconv_sweep.results import figures as figures_mod
-
+    """Write results.md, results.csv and the figures; returns rows, choices, counts, markdown, figures' data."""
     sweep_dir = Path(sweep_dir).resolve()
     rows, choices = read_sweep(sweep_dir)
-    figures = figures_mod.write_all(sweep_dir, choices, rows) if plot else {}
+    figures = write_all(sweep_dir, choices, rows) if plot else {}
     (sweep_dir / RESULTS_PNG).unlink(missing_ok=True)  # the single figure of earlier versions
     md = render_md(sweep_dir, rows, choices, figures)
     (sweep_dir / RESULTS_MD).write_text(md)
     write_csv(sweep_dir / RESULTS_CSV, rows, choices)
     if echo:
         print(md)
-        print(f"report: {sweep_dir / RESULTS_MD}, {sweep_dir / RESULTS_CSV}"
-              + "".join(f", {sweep_dir / f}" for f in figures))
+        print(f"report: {sweep_dir / RESULTS_MD}, {sweep_dir / RESULTS_CSV}" + "".join(f", {sweep_dir / f}" for f in figures))
     counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
     return {"rows": rows, "choices": choices, "counts": counts, "markdown": md, "figures": figures}
 
 
-try:  # the Hydra callback; hydra is a dependency, but keep `report` importable without it
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover
-    Callback = object  # type: ignore[misc,assignment]
-
-
-class ReportCallback(Callback):  # type: ignore[misc]
-    """on_multirun_end: write the report into the sweep folder; exit 1 if a job failed or is missing
-    (after every other job ran: a failed job never stops a sweep)."""
-
-    def __init__(self, plot: bool = True, fail_on_failed: bool = True) -> None:
-        self.plot = plot
-        self.fail_on_failed = fail_on_failed
+class ReportCallback(Callback):
+    """on_multirun_end: the report, then exit 1 if a job failed or is missing (a failed job never stops a sweep)."""
 
     def before_report(self, sweep_dir: Path) -> None:
         """What a sweep writes before its report (stability.StabilityReport: its map)."""
@@ -67,40 +43,36 @@ class ReportCallback(Callback):  # type: ignore[misc]
         from omegaconf import OmegaConf
 
         from allconv_sweep.interrupts import interrupted
-
-        if OmegaConf.select(config, "sweep.dry_run", default=False):
-            return
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        if not sweep_dir.is_dir():
-            return
-        self.before_report(sweep_dir)
-        result = write_report(sweep_dir, plot=self.plot)
         from allconv_sweep.results.trackers import log_report
 
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if OmegaConf.select(config, "sweep.dry_run", default=False) or not sweep_dir.is_dir():
+            return
+        self.before_report(sweep_dir)
+        result = write_report(sweep_dir)
         log_report(sweep_dir, result)  # the W&B report run and chosen_lr flags; TensorBoard's figures and hparams
-        counts = result["counts"]
-        bad = counts["failed"] + counts["missing"] + counts["interrupted"]
+        bad = sum(result["counts"][s] for s in ("failed", "missing", "interrupted"))
         stop = interrupted()
         if stop is not None:
             print(f"error: the sweep was interrupted by {stop.signame} ({stop}); {bad} of {len(result['rows'])} "
                   f"jobs unfinished (see {sweep_dir / RESULTS_MD}); the same command resumes them", file=sys.stderr)
             sys.exit(stop.exit_code)
-        if bad and self.fail_on_failed:
+        if bad:
             print(f"error: {bad} of {len(result['rows'])} jobs failed, were interrupted or left no {METRICS_FILE} "
                   f"(see the All jobs table in {sweep_dir / RESULTS_MD}); re-run the same command to retry them",
                   file=sys.stderr)
             sys.exit(1)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m allconv_sweep.report",
-                                     description="Table 3 of the paper beside a sweep's results "
-                                                 "(writes results.md, results.csv and the figures into the folder)")
+def sweep_command(argv: Optional[list[str]], name: str, description: str, write: Any) -> int:
+    """python -m allconv_sweep.<name> <sweep dir> [--no-plot]: write(sweep_dir, plot=...), errors one line."""
+    parser = argparse.ArgumentParser(prog=f"python -m allconv_sweep.{name}", description=description)
     parser.add_argument("sweep_dir", help="a sweep folder, e.g. outputs/sweeps/pooling_ablation")
     parser.add_argument("--no-plot", action="store_true", help="skip the figures")
     args = parser.parse_args(argv)
-    return command(write_report, args.sweep_dir, plot=not args.no_plot)
+    return command(write, args.sweep_dir, plot=not args.no_plot)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: Optional[list[str]] = None) -> int:
+    return sweep_command(argv, "report", "Table 3 of the paper beside a sweep's results (writes results.md, "
+                         "results.csv and the figures into the folder)", write_report)

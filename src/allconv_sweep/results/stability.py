@@ -1,28 +1,18 @@
-"""python -m allconv_sweep.stability <sweep dir>: the stability map of a `+sweep=stability` sweep.
-
-For every cell (init, batch size, lr) of the sweep: how many seeds stayed alive (a class score firing on
-the validation images at the last epoch), the epoch each dead run died (the first epoch from which
-val/live_fraction stayed under the dead threshold), the last epoch's training loss and the test accuracy.
-Writes stability.md (the table, and one line per run) and stability.png (a heatmap of the cells and the
-live fraction / loss of every run against images seen) into the sweep folder. Also run by Hydra at the
-end of the sweep (StabilityReport, set in sweeps/stability.yaml), before the usual report.
-The sweep is read as the report reads it (runs/collect.py: each job's record, and its run.json identity for
-model.init, data.batch_size and the DivergenceMonitor's dead threshold); the epoch logs by figures.epoch_values.
-"""
+"""python -m allconv_sweep.stability <sweep dir>, and Hydra's callback of `+sweep=stability`: the stability map
+(stability.md, stability.png) per cell (init, batch size, lr): seeds alive, when dead ones died, the last loss."""
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from allconv_sweep.errors import UserError, command
+from allconv_sweep.errors import UserError
 from allconv_sweep.results.figures import epoch_values
-from allconv_sweep.results.report import ReportCallback
+from allconv_sweep.results.report import ReportCallback, sweep_command
+from allconv_sweep.results.tables import md_table
 from allconv_sweep.runs.collect import JobResult, collect
 
 STABILITY_MD, STABILITY_PNG = "stability.md", "stability.png"
@@ -32,68 +22,36 @@ DEAD_KEY = "callbacks.divergence.dead_output_fraction"  # the DivergenceMonitor'
 PLATEAU_EXIT = 2.29
 
 
-@dataclass
 class JobStability:
-    """A finished job of the sweep (its JobResult: record and identity; its fields read through) and what
-    the map reads off its epoch log."""
-    result: JobResult
-    epochs: list[int] = field(default_factory=list)          # 1-based
-    live: list[float] = field(default_factory=list)          # val/live_fraction per epoch
-    train_loss: list[float] = field(default_factory=list)    # train/loss_epoch per epoch
+    """A finished job (its JobResult's fields read through) and what the map reads off its epoch log."""
+
+    def __init__(self, result: JobResult, epochs: list[int], live: list[float], train_loss: list[float]) -> None:
+        self.result, self.epochs, self.live, self.train_loss = result, epochs, live, train_loss  # epochs 1-based
+        self.init = str(result.identity["model.init"])
+        # the sweep's batch size (the record's is what the run used: fewer when the data is)
+        self.batch_size = int(result.identity.get("data.batch_size", result.batch_size))
+        self.dead_fraction = float(result.identity[DEAD_KEY])
+        self.cell = (self.init, self.batch_size, result.lr)
+        self.died_epoch = None  # the first epoch from which the live fraction stayed under the threshold
+        for e, f in zip(epochs, live):
+            self.died_epoch = (self.died_epoch or e) if f < self.dead_fraction else None
+        self.alive = result.status == "ok" and self.died_epoch is None
+        self.learning = self.alive and bool(train_loss) and train_loss[-1] < PLATEAU_EXIT
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["result"], name)
 
-    @property
-    def init(self) -> str:
-        return str(self.result.identity["model.init"])
-
-    @property
-    def batch_size(self) -> int:  # the sweep's (the record's is what the run used: fewer when the data is)
-        return int(self.result.identity.get("data.batch_size", self.result.batch_size))
-
-    @property
-    def dead_fraction(self) -> float:
-        return float(self.result.identity[DEAD_KEY])
-
-    @property
-    def cell(self) -> tuple[str, int, float]:
-        return (self.init, self.batch_size, self.lr)
-
-    @property
-    def died_epoch(self) -> Optional[int]:
-        """The first epoch from which the validation live fraction stayed under the threshold to the end."""
-        died = None
-        for e, f in zip(self.epochs, self.live):
-            if f < self.dead_fraction:
-                died = e if died is None else died
-            else:
-                died = None
-        return died
-
-    @property
-    def alive(self) -> bool:
-        return self.status == "ok" and self.died_epoch is None
-
-    @property
-    def learning(self) -> bool:
-        return self.alive and bool(self.train_loss) and self.train_loss[-1] < PLATEAU_EXIT
-
 
 def collect_map(sweep_dir: str | Path) -> list[JobStability]:
     """The sweep's finished jobs (the report's collect) with their epoch logs."""
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise UserError(f"{sweep_dir}: no such folder; give the folder of a +sweep=stability run, "
-                        f"e.g. outputs/sweeps/stability")
     runs = []
-    for r in collect(sweep_dir):
+    for r in collect(Path(sweep_dir)):  # a missing or unrelated folder: collect's one-line error
         if r.status == "missing" or not r.identity:
             continue  # still running, or killed (or no run.json: its cell unknown): nothing to map yet
         log = epoch_values(r.path, ("val/live_fraction", "train/loss_epoch"), int(r.epochs_run or 0))
         epochs = sorted(log["val/live_fraction"])
-        runs.append(JobStability(r, epochs=[e + 1 for e in epochs], live=[log["val/live_fraction"][e] for e in epochs],
-                                 train_loss=[log["train/loss_epoch"].get(e, math.nan) for e in epochs]))
+        runs.append(JobStability(r, [e + 1 for e in epochs], [log["val/live_fraction"][e] for e in epochs],
+                                 [log["train/loss_epoch"].get(e, math.nan) for e in epochs]))
     if not runs:
         raise UserError(f"{sweep_dir}: no finished run (metrics.json and run.json) in it")
     return runs
@@ -110,6 +68,12 @@ def _pct(v: Optional[float]) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
 
 
+def _accs(rs: list[JobStability]) -> tuple[list[float], float]:
+    """A cell's test accuracies, and their mean (nan without any)."""
+    accs = [r.test_acc for r in rs if r.test_acc is not None]
+    return accs, statistics.fmean(accs) if accs else math.nan
+
+
 def render_md(sweep_dir: Path, runs: list[JobStability]) -> str:
     cells = _cells(runs)
     epochs = sorted({r.epochs_run for r in runs})
@@ -120,81 +84,62 @@ def render_md(sweep_dir: Path, runs: list[JobStability]) -> str:
              "its last epoch; *died* is the first epoch from which that share stayed under "
              f"{dead}; *learning* when, alive, its last epoch's training loss is below {PLATEAU_EXIT} "
              f"(off the ln 10 = 2.303 plateau; a run can be alive and back on it).", "",
-             f"Epochs run: {', '.join(map(str, epochs))}.", "",
-             "| init | batch | lr | alive | learning | died at epoch | last-epoch train loss | live at the end | test acc (mean; per seed) |",
-             "|---|---:|---:|---:|---:|---|---|---|---|"]
-    for (init, bs, lr), rs in cells.items():
-        accs = [r.test_acc for r in rs if r.test_acc is not None]
-        mean = statistics.fmean(accs) if accs else None
-        died = ", ".join(str(r.died_epoch) for r in rs if r.died_epoch is not None) or "-"
-        loss = ", ".join(f"{r.train_loss[-1]:.3f}" if r.train_loss else "-" for r in rs)
-        live = ", ".join(_pct(r.live[-1]) if r.live else "-" for r in rs)
-        lines.append(f"| {init} | {bs} | {lr:g} | {sum(r.alive for r in rs)}/{len(rs)} | {sum(r.learning for r in rs)}/{len(rs)} | "
-                     f"{died} | {loss} | {live} | "
-                     f"{_pct(mean)}; " + ", ".join(_pct(a) for a in accs) + " |")
-    lines += ["", "## Every run", "",
-              "| init | batch | lr | seed | status | epochs | steps/epoch | val live fraction per epoch (%) | train loss per epoch | test acc | note |",
-              "|---|---:|---:|---:|---|---:|---:|---|---|---:|---|"]
-    for r in sorted(runs, key=lambda r: (r.init, r.batch_size, -r.lr, r.seed)):
-        lines.append(f"| {r.init} | {r.batch_size} | {r.lr:g} | {r.seed} | {r.status} | {r.epochs_run} | {r.steps_per_epoch or '-'} | "
-                     + " ".join(f"{100 * f:.0f}" for f in r.live) + " | "
-                     + " ".join(f"{x:.3f}" for x in r.train_loss) + f" | {_pct(r.test_acc)} | "
-                     + (r.reason or "").replace("|", "/") + " |")
+             f"Epochs run: {', '.join(map(str, epochs))}.", ""]
+    lines += md_table(["init", "batch", "lr", "alive", "learning", "died at epoch", "last-epoch train loss",
+                       "live at the end", "test acc (mean; per seed)"], [
+        [init, bs, f"{lr:g}", f"{sum(r.alive for r in rs)}/{len(rs)}", f"{sum(r.learning for r in rs)}/{len(rs)}",
+         ", ".join(str(r.died_epoch) for r in rs if r.died_epoch is not None) or "-",
+         ", ".join(f"{r.train_loss[-1]:.3f}" if r.train_loss else "-" for r in rs),
+         ", ".join(_pct(r.live[-1]) if r.live else "-" for r in rs),
+         f"{_pct(_accs(rs)[1])}; " + ", ".join(_pct(a) for a in _accs(rs)[0])] for (init, bs, lr), rs in cells.items()],
+        "lrrrr")
+    lines += ["", "## Every run", ""] + md_table(
+        ["init", "batch", "lr", "seed", "status", "epochs", "steps/epoch", "val live fraction per epoch (%)",
+         "train loss per epoch", "test acc", "note"],
+        [[r.init, r.batch_size, f"{r.lr:g}", r.seed, r.status, r.epochs_run, r.steps_per_epoch or "-",
+          " ".join(f"{100 * f:.0f}" for f in r.live), " ".join(f"{x:.3f}" for x in r.train_loss), _pct(r.test_acc),
+          (r.reason or "").replace("|", "/")] for rs in cells.values() for r in rs], "lrrrlrrllrl")
     lines += ["", f"![stability map]({STABILITY_PNG})", ""]
     return "\n".join(lines)
 
 
 def write_png(path: Path, runs: list[JobStability]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    cells = _cells(runs)
-    rows = sorted({(i, b) for i, b, _ in cells})
-    cols = sorted({lr for _, _, lr in cells}, reverse=True)
+    from allconv_sweep.results.figures import pyplot, save_figure
+
+    plt, cells = pyplot(), _cells(runs)
+    rows, cols = sorted({(i, b) for i, b, _ in cells}), sorted({lr for _, _, lr in cells}, reverse=True)
     fig, axes = plt.subplots(1, 3, figsize=(18, 5.5), gridspec_kw={"width_ratios": [1.1, 1, 1]})
-    ax = axes[0]
-    grid = [[math.nan] * len(cols) for _ in rows]
-    for (i, b, lr), rs in cells.items():
-        accs = [r.test_acc for r in rs if r.test_acc is not None]
-        grid[rows.index((i, b))][cols.index(lr)] = 100 * statistics.fmean(accs) if accs else math.nan
-    im = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=10)
+    ax, grid = axes[0], [[math.nan] * len(cols) for _ in rows]
     for (i, b, lr), rs in cells.items():
         y, x = rows.index((i, b)), cols.index(lr)
-        v = grid[y][x]
+        grid[y][x] = v = 100 * _accs(rs)[1]
         ax.text(x, y, f"{v:.1f}%\n{sum(r.alive for r in rs)}/{len(rs)} alive, {sum(r.learning for r in rs)} learning",
-                ha="center", va="center",
-                color="white" if v < 14 else "black", fontsize=9)
+                ha="center", va="center", color="white" if v < 14 else "black", fontsize=9)
+    im = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=10)
     ax.set_xticks(range(len(cols)), [f"lr {c:g}" for c in cols])
     ax.set_yticks(range(len(rows)), [f"{i}, batch {b}" for i, b in rows])
     ax.set_title("test accuracy (mean over seeds); seeds alive / learning at the end")
     fig.colorbar(im, ax=ax, label="test accuracy (%)")
     colours = {init: plt.get_cmap("tab10")(k) for k, init in enumerate(sorted({r.init for r in runs}))}
     styles = {bs: s for bs, s in zip(sorted({r.batch_size for r in runs}), ("-", "--", ":", "-."))}
-    for r in runs:
-        if not r.train_size:
-            continue
+    for r in (r for r in runs if r.train_size):
         seen = [e * r.train_size / 1000 for e in r.epochs]
         kw = dict(color=colours[r.init], linestyle=styles[r.batch_size], alpha=0.8,
                   marker="o" if r.lr == max(cols) else "x", markersize=3)
         axes[1].plot(seen, [100 * f for f in r.live], **kw)
         axes[2].plot(seen, r.train_loss, **kw)
-    axes[1].set_ylabel("validation images with a class score > 0 (%)")
-    axes[1].set_title("live class scores")
+    seen = "training images seen (thousands)"
+    axes[1].set(ylabel="validation images with a class score > 0 (%)", title="live class scores", xlabel=seen)
     axes[2].axhline(math.log(10), color="gray", linewidth=0.8)
-    axes[2].set_ylabel("training loss (epoch mean); gray: ln 10")
-    axes[2].set_title("training loss")
-    from matplotlib.lines import Line2D
+    axes[2].set(ylabel="training loss (epoch mean); gray: ln 10", title="training loss", xlabel=seen)
     handles = [Line2D([], [], color=c, label=i) for i, c in colours.items()]
     handles += [Line2D([], [], color="black", linestyle=s, label=f"batch {b}") for b, s in styles.items()]
     handles += [Line2D([], [], color="black", marker=m, linestyle="", label=f"lr {lr:g}")
                 for lr, m in zip(cols[:2], ("o", "x"))]
-    for ax in axes[1:]:
-        ax.set_xlabel("training images seen (thousands)")
     axes[1].legend(handles=handles, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write(sweep_dir: str | Path, plot: bool = True, echo: bool = True) -> list[JobStability]:
@@ -221,14 +166,5 @@ class StabilityReport(ReportCallback):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m allconv_sweep.stability",
-                                     description="the stability map of a +sweep=stability folder "
-                                                 "(writes stability.md and stability.png into it)")
-    parser.add_argument("sweep_dir")
-    parser.add_argument("--no-plot", action="store_true")
-    args = parser.parse_args(argv)
-    return command(write, args.sweep_dir, plot=not args.no_plot)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return sweep_command(argv, "stability", "the stability map of a +sweep=stability folder (writes stability.md "
+                         "and stability.png into it)", write)

@@ -1,25 +1,16 @@
-"""The report's tables: results.md (Table 3 beside the paper, the lr chosen per network, all jobs) and
-results.csv, from a sweep's rows and choices."""
+"""The report's tables, from a sweep's rows and choices: results.md (Table 3 beside the paper, the lr chosen per
+network, all jobs) and results.csv."""
 
 from __future__ import annotations
 
 import csv
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
+from allconv_sweep.results import paper
 from allconv_sweep.results.figures import FIGURES, data_title
-from allconv_sweep.results.paper import (
-    FAMILIES,
-    PAPER,
-    PAPER_EPOCHS,
-    PAPER_PARAMS,
-    PAPER_TABLE3,
-    VARIANTS,
-    display_name,
-    model_name,
-    paper_value,
-)
+from allconv_sweep.results.paper import FAMILIES, PAPER, PAPER_TABLE3, VARIANTS, display_name, model_name, paper_value
 from allconv_sweep.runs import REPORT_STATUSES as STATUSES
 from allconv_sweep.runs import read_manifest
 from allconv_sweep.runs.choose import LrChoice, choose
@@ -40,27 +31,30 @@ def _choice_order(c: LrChoice) -> tuple:
     return (c.data or "", c.augment or "", c.setting, fam, var, c.model)
 
 
-def _pct(v: Optional[float], digits: int = 2) -> str:
-    return "-" if v is None else f"{100 * v:.{digits}f}"
+def md_table(header: list[str], rows: Iterable[Iterable[Any]], align: str = "") -> list[str]:
+    """A markdown table; align: "l" or "r" per column (left where not given)."""
+    sep = "|".join("---:" if a == "r" else "---" for a in align.ljust(len(header), "l"))
+    return [f"| {' | '.join(header)} |", f"|{sep}|"] + [f"| {' | '.join(map(str, r))} |" for r in rows]
 
 
-def _err_cell(c: LrChoice) -> str:
-    if c.test_mean is None:
+def _fmt(v: Any, spec: str = "") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _pct(v: Optional[float]) -> str:
+    return _fmt(None if v is None else 100 * v, ".2f")
+
+
+def _err_cell(c: Optional[LrChoice], flags: bool = True) -> str:
+    """Test error (%), mean ± std over seeds; † the chosen runs include diverged ones, ᶠ retrained (final)."""
+    if c is None:
         return "-"
-    s = f"{100 * c.test_mean:.2f}"
-    if c.test_std is not None:
-        s += f" ± {100 * c.test_std:.2f}"
-    return s
+    cell = _pct(c.test_mean) + ("" if c.test_mean is None or c.test_std is None else f" ± {_pct(c.test_std)}")
+    return cell + (("" if c.statuses <= {"ok"} else " †") + (" ᶠ" if c.protocol == "final" else "") if flags else "")
 
 
-def _flag(c: LrChoice) -> str:
-    return ("" if c.statuses <= {"ok"} else " †") + (" ᶠ" if c.protocol == "final" else "")
-
-
-def _protocol(c: LrChoice) -> str:
-    sizes = sorted({r.train_size for r in c.rows if r.train_size})
-    images = f" ({', '.join(f'{n:,}' for n in sizes)} images)" if sizes else ""
-    return ("final: all training images" if c.protocol == "final" else "lr selection: validation held out") + images
+def _diff(c: Optional[LrChoice], theirs: Optional[float]) -> str:
+    return "-" if c is None or c.test_mean is None or theirs is None else f"{100 * c.test_mean - theirs:+.2f}"
 
 
 def table3_md(choices: list[LrChoice]) -> list[str]:
@@ -70,34 +64,28 @@ def table3_md(choices: list[LrChoice]) -> list[str]:
     for c in choices:
         layouts.setdefault((c.data, c.augment, c.setting), {})[c.model] = c
     for (data, augment, extra), cells in sorted(layouts.items(), key=lambda kv: (kv[0][0] != "cifar10", kv[0])):
-        paper_here = any(k[:2] == (data, augment) for k in PAPER) and not extra
-        title = f"Test error (%) on {data}" + ("" if augment == "none" else f" + {augment}")
-        title += f", {extra}" if extra else ""
-        if (data, augment) == ("cifar10", "none") and not extra:
-            title = "Table 3: test error (%) on CIFAR-10, no augmentation"
+        table3 = (data, augment) == ("cifar10", "none") and not extra
+        title = ("Table 3: test error (%) on CIFAR-10, no augmentation" if table3 else f"Test error (%) on {data}"
+                 + ("" if augment == "none" else f" + {augment}") + (f", {extra}" if extra else ""))
         out += [f"### {title}", ""]
-        if paper_here:
+        if not extra and any(k[:2] == (data, augment) for k in PAPER):
             out += ["Each cell: ours (paper, ours − paper). Ours: the chosen lr's test error, mean ± std over seeds.", ""]
-        out += ["| | " + " | ".join(label for _, label in VARIANTS) + " |", "|---|---|---|---|---|"]
+        grid = []
         for fam in FAMILIES:
             line = [f"**{fam}**"]
             for variant, _ in VARIANTS:
-                model = model_name(variant, fam)
-                c = cells.get(model)
-                paper = PAPER.get((data, augment, model)) if not extra else None
-                ours = _err_cell(c) + _flag(c) if c is not None else "-"
-                if paper is not None:
-                    diff = f"{100 * c.test_mean - paper:+.2f}" if c is not None and c.test_mean is not None else "-"
-                    line.append(f"{ours} ({paper:.2f}, {diff})")
-                else:
-                    line.append(ours)
-            out.append("| " + " | ".join(line) + " |")
-        others = [m for m in cells if m not in PAPER_TABLE3]
-        for m in others:
-            out.append(f"| {m} | {_err_cell(cells[m])} | | | |")
-        out.append("")
-        if (data, augment) == ("cifar10", "none") and not extra:
-            out += _table3_paper_form(cells)
+                c, theirs = cells.get(model_name(variant, fam)), PAPER.get((data, augment, model_name(variant, fam)))
+                theirs = None if extra else theirs
+                line.append(_err_cell(c) + ("" if theirs is None else f" ({theirs:.2f}, {_diff(c, theirs)})"))
+            grid.append(line)
+        grid += [[m, _err_cell(cells[m], flags=False), "", "", ""] for m in cells if m not in PAPER_TABLE3]
+        out += md_table(["", *(label for _, label in VARIANTS)], grid) + [""]
+        if table3:  # and in the paper's own form: a row per network, with the parameter counts
+            out += ["The same, a row per network as the paper prints it, with the parameter counts:", ""]
+            out += md_table(["network", "test error % (ours)", "paper", "# parameters (ours)", "paper"], [
+                [display_name(m), _err_cell(cells.get(m)), f"{theirs:.2f}",
+                 f"{cells[m].num_params:,}" if m in cells and cells[m].num_params else "-", paper.PAPER_PARAMS[m]]
+                for m, theirs in PAPER_TABLE3.items()]) + [""]
     return out
 
 
@@ -113,34 +101,36 @@ def table3_section(choices: list[LrChoice]) -> list[str]:
 
 
 def table3_rows(choices: list[LrChoice]) -> tuple[list[str], list[list[Any]]]:
-    """The comparison as rows (the W&B table): network, data, lr, protocol, seeds, ours (mean, std), paper,
-    difference, params."""
+    """The comparison as (columns, rows) of numbers: the W&B report run's table."""
     columns = ["network", "data", "augment", "setting", "lr", "protocol", "seeds", "test_error_pct",
                "test_error_std_pct", "paper_test_error_pct", "ours_minus_paper", "num_params"]
     data = []
     for c in choices:
         ours = None if c.test_mean is None else round(100 * c.test_mean, 3)
-        paper = paper_value(c)
+        theirs = paper_value(c)
         data.append([display_name(c.model), c.data, c.augment, c.setting, c.lr, c.protocol, len(c.test_errors), ours,
-                     None if c.test_std is None else round(100 * c.test_std, 3), paper,
-                     None if ours is None or paper is None else round(ours - paper, 3), c.num_params])
+                     None if c.test_std is None else round(100 * c.test_std, 3), theirs,
+                     None if ours is None or theirs is None else round(ours - theirs, 3), c.num_params])
     return columns, data
 
 
-def _table3_paper_form(cells: dict[str, LrChoice]) -> list[str]:
-    """Table 3 in the paper's own form: a row per network, test error and parameter count, ours and the paper's."""
-    out = ["The same, a row per network as the paper prints it, with the parameter counts:", "",
-           "| network | test error % (ours) | paper | # parameters (ours) | paper |", "|---|---|---|---|---|"]
-    for model, paper in PAPER_TABLE3.items():
-        c = cells.get(model)
-        params = f"{c.num_params:,}" if c is not None and c.num_params else "-"
-        ours = _err_cell(c) + _flag(c) if c is not None else "-"
-        out.append(f"| {display_name(model)} | {ours} | {paper:.2f} | {params} | {PAPER_PARAMS[model]} |")
-    return out + [""]
+def per_network(choices: list[LrChoice]) -> tuple[list[str], list[list[str]]]:
+    """Per network: the lr chosen, what it was chosen on, its errors, beside the paper's."""
+    header = ["network", "data", "augment", "setting", "lr", "chosen on (lr: val error %)", "val error %",
+              "test error %", "seeds", "protocol", "params", "paper %", "ours − paper"]
+    rows = []
+    for c in choices:
+        theirs, sizes = paper_value(c), sorted({r.train_size for r in c.rows if r.train_size})
+        tried = ", ".join(f"{lr:g}: {100 * s:.2f}" for lr, s in sorted(c.candidates.items(), reverse=True))
+        protocol = ("final: all training images" if c.protocol == "final" else "lr selection: validation held out") \
+            + (f" ({', '.join(f'{n:,}' for n in sizes)} images)" if sizes else "")
+        rows.append([display_name(c.model), c.data, c.augment, c.setting or "-", _fmt(c.lr, "g"),
+                     c.chosen_on + (f" ({tried})" if tried else ""), _pct(c.val_mean), _err_cell(c),
+                     len(c.test_errors), protocol, _fmt(c.num_params, ","), _fmt(theirs, ".2f"), _diff(c, theirs)])
+    return header, rows
 
 
 def render_md(sweep_dir: Path, rows: list[JobResult], choices: list[LrChoice], figures: Optional[dict] = None) -> str:
-    figures = figures or {}
     counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
     epochs = sorted({r.max_epochs for r in rows if r.max_epochs is not None})
     name = read_manifest(sweep_dir).get("name") or sweep_dir.name
@@ -148,59 +138,41 @@ def render_md(sweep_dir: Path, rows: list[JobResult], choices: list[LrChoice], f
     lines = [f"# {name}: {data_title(choices)}" + (", beside the paper's numbers" if compared else ""), "",
              f"Sweep folder `{sweep_dir}`, report written {time.strftime('%Y-%m-%d %H:%M:%S')}.",
              f"Jobs: {len(rows)} (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + "). "
-             f"Epochs per run: {', '.join(map(str, epochs)) or '-'} (paper: {PAPER_EPOCHS}).",
+             f"Epochs per run: {', '.join(map(str, epochs)) or '-'} (paper: {paper.PAPER_EPOCHS}).",
              "Settings of every job: " + (" ".join(f"`{o}`" for o in common_settings(rows)) or "the defaults") + ".", ""]
     lines += table3_section(choices)
     lines += ["## Per network: the learning rate with the best validation accuracy", "",
-              "Chosen on mean validation error over the seeds every lr of the network has (ties: a non-diverged run, then the larger lr); "
-              "test error: mean ± std over all seeds at that lr.", "",
-              "| network | data | augment | setting | lr | chosen on (lr: val error %) | val error % | test error % | seeds | protocol | params | paper % | ours − paper |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for c in choices:
-        paper = paper_value(c)
-        diff = f"{100 * c.test_mean - paper:+.2f}" if paper is not None and c.test_mean is not None else "-"
-        tried = ", ".join(f"{lr:g}: {100 * s:.2f}" for lr, s in sorted(c.candidates.items(), reverse=True))
-        lines.append(f"| {display_name(c.model)} | {c.data} | {c.augment} | {c.setting or '-'} | "
-                     f"{'-' if c.lr is None else f'{c.lr:g}'} | {c.chosen_on}" + (f" ({tried})" if tried else "")
-                     + f" | {_pct(c.val_mean)} | {_err_cell(c)}{_flag(c)} | {len(c.test_errors)} | {_protocol(c)} | "
-                     f"{'-' if c.num_params is None else f'{c.num_params:,}'} | "
-                     f"{'-' if paper is None else f'{paper:.2f}'} | {diff} |")
-    lines += ["", "## All jobs", "",
-              "| job | model | lr | seed | status | val error % | test error % | epochs | wall time s | note |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        note = (r.reason or "").replace("|", "/").replace("\n", " ")
-        lines.append(f"| {r.job} | {r.model or '?'} | {'-' if r.lr is None else f'{r.lr:g}'} | "
-                     f"{'-' if r.seed is None else r.seed} | {r.status} | {_pct(r.val_error)} | {_pct(r.test_error)} | "
-                     f"{'-' if r.epochs_run is None else r.epochs_run}/{'-' if r.max_epochs is None else r.max_epochs} | "
-                     f"{'-' if r.wall_time_s is None else f'{r.wall_time_s:.0f}'} | {note} |")
+              "Chosen on mean validation error over the seeds every lr of the network has (ties: a non-diverged run, "
+              "then the larger lr); test error: mean ± std over all seeds at that lr.", ""]
+    lines += md_table(*per_network(choices))
+    lines += ["", "## All jobs", ""] + md_table(
+        ["job", "model", "lr", "seed", "status", "val error %", "test error %", "epochs", "wall time s", "note"],
+        [[r.job, r.model or "?", _fmt(r.lr, "g"), _fmt(r.seed), r.status, _pct(r.val_error), _pct(r.test_error),
+          f"{_fmt(r.epochs_run)}/{_fmt(r.max_epochs)}", _fmt(r.wall_time_s, ".0f"),
+          (r.reason or "").replace("|", "/").replace("\n", " ")] for r in rows])
     for figure in FIGURES:
-        if figure.file in figures:
+        if figure.file in (figures or {}):
             lines += ["", f"## {figure.caption}", "", f"![{figure.caption}]({figure.file})"]
     return "\n".join(lines + [""])
 
 
-CSV_FIELDS = ["job", "status", "model", "family", "variant", "data", "augment", "setting", "lr", "seed",
-              "val_error_pct", "test_error_pct", "best_val_test_error_pct", "train_error_pct", "epochs_run",
-              "max_epochs", "wall_time_s", "chosen", "paper_test_error_pct", "protocol", "train_size", "num_params",
-              "reason"]
+CSV_AS_IS = ("job", "status", "model", "family", "variant", "data", "augment", "setting", "lr", "seed")
+CSV_PCT = ("val_error", "test_error", "best_val_test_error", "train_error")  # written as <name>_pct
+CSV_FIELDS = [*CSV_AS_IS, *(f"{k}_pct" for k in CSV_PCT), "epochs_run", "max_epochs", "wall_time_s", "chosen",
+              "paper_test_error_pct", "protocol", "train_size", "num_params", "reason"]
 
 
 def write_csv(path: Path, rows: list[JobResult], choices: list[LrChoice]) -> None:
     chosen = {id(r) for c in choices for r in c.rows}
-    pct = lambda v: "" if v is None else f"{100 * v:.4f}"  # noqa: E731
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
         for r in rows:
-            paper = paper_value(r)
-            w.writerow({"job": r.job, "status": r.status, "model": r.model, "family": r.family,
-                        "variant": r.variant, "data": r.data, "augment": r.augment, "setting": r.setting,
-                        "lr": r.lr, "seed": r.seed, "val_error_pct": pct(r.val_error),
-                        "test_error_pct": pct(r.test_error), "best_val_test_error_pct": pct(r.best_val_test_error),
-                        "train_error_pct": pct(r.train_error), "epochs_run": r.epochs_run,
-                        "max_epochs": r.max_epochs,
+            theirs = paper_value(r)
+            w.writerow({**{k: getattr(r, k) for k in CSV_AS_IS},
+                        **{f"{k}_pct": "" if getattr(r, k) is None else f"{100 * getattr(r, k):.4f}" for k in CSV_PCT},
+                        "epochs_run": r.epochs_run, "max_epochs": r.max_epochs,
                         "wall_time_s": "" if r.wall_time_s is None else f"{r.wall_time_s:.1f}",
-                        "chosen": id(r) in chosen, "paper_test_error_pct": "" if paper is None else paper,
+                        "chosen": id(r) in chosen, "paper_test_error_pct": "" if theirs is None else theirs,
                         "protocol": "final" if r.val_size == 0 else "select", "train_size": r.train_size or "",
                         "num_params": r.num_params or "", "reason": r.reason or ""})

@@ -14,8 +14,7 @@ from allconv_sweep.results.tables import table3_rows
 
 
 def log_report(sweep_dir: Path, result: dict[str, Any]) -> None:
-    """After the sweep's report: its W&B report run and chosen_lr flags, and its TensorBoard figures and
-    hparams, for whichever of the two the jobs used. Failures are printed, never raised: the report exists."""
+    """The report in whichever tracker the jobs used; failures printed, never raised (the report exists)."""
     rows, choices = result["rows"], result["choices"]
     try:
         settings = wandb_settings(sweep_dir, rows)
@@ -28,30 +27,28 @@ def log_report(sweep_dir: Path, result: dict[str, Any]) -> None:
         print(f"warning: could not log the report to the trackers ({type(e).__name__}: {e})", file=sys.stderr)
 
 
-def _mode(settings: dict) -> str:
+def _wandb_init(sweep: dict, **kwargs: Any):
+    """A W&B run in the sweep's project and mode (wandb_settings)."""
+    import wandb
+
     from allconv_sweep.training.wandb_run import resolve_mode
-    return resolve_mode(settings.get("mode"))
+
+    return wandb.init(project=sweep["project"], entity=sweep.get("entity"), reinit="finish_previous",
+                      mode=resolve_mode(sweep.get("mode")), **kwargs)
 
 
 def _wandb_report_run(sweep_dir: Path, settings: dict, choices: list, figures: dict) -> None:
     import wandb
 
-    columns, data = table3_rows(choices)
-    run = wandb.init(project=settings["project"], entity=settings.get("entity"), group=settings["group"],
-                     job_type="report", name=f"{settings['group']}: report", dir=str(sweep_dir),
-                     mode=_mode(settings), reinit="finish_previous",
-                     config={"sweep_dir": str(sweep_dir), "jobs": len(choices)})
-    logged = {"table3": wandb.Table(columns=columns, data=data)}
-    for figure in FIGURES:
-        if figure.file in figures:
-            logged[figure.key] = wandb.Image(str(sweep_dir / figure.file))
-    run.log(logged)
+    run = _wandb_init(settings, group=settings["group"], job_type="report", name=f"{settings['group']}: report",
+                      dir=str(sweep_dir), config={"sweep_dir": str(sweep_dir), "jobs": len(choices)})
+    run.log({"table3": wandb.Table(*table3_rows(choices)),
+             **{f.key: wandb.Image(str(sweep_dir / f.file)) for f in FIGURES if f.file in figures}})
     run.finish()
 
 
 def _wandb_chosen_flags(sweep_dir: Path, settings: dict, rows: list, choices: list) -> None:
-    """chosen_lr: true/false in each job's W&B summary. Only jobs whose flag changed since the last report
-    are touched (each is one resume of its W&B run, ~2 s offline)."""
+    """chosen_lr in each job's W&B summary, where it changed (each is a resume of its run, ~2 s offline)."""
     import wandb
 
     chosen = {id(r) for c in choices for r in c.rows}
@@ -59,14 +56,11 @@ def _wandb_chosen_flags(sweep_dir: Path, settings: dict, rows: list, choices: li
     done = manifest.get("wandb_chosen_lr", {})
     for r in rows:
         flag = id(r) in chosen
-        if not r.wandb_run_id or r.status not in runs.FINISHED or done.get(r.job) == flag:
-            continue
-        run = wandb.init(project=settings["project"], entity=settings.get("entity"), id=r.wandb_run_id,
-                         resume="allow", dir=str(r.path), mode=_mode(settings), reinit="finish_previous",
-                         settings=wandb.Settings(silent=True))  # a flag per job, not a banner per job
-        run.summary["chosen_lr"] = flag
-        run.finish()
-        done[r.job] = flag
+        if r.wandb_run_id and r.status in runs.FINISHED and done.get(r.job) != flag:
+            run = _wandb_init(settings, id=r.wandb_run_id, resume="allow", dir=str(r.path),
+                              settings=wandb.Settings(silent=True))  # a flag per job, not a banner per job
+            run.summary["chosen_lr"] = done[r.job] = flag
+            run.finish()
     manifest["wandb_chosen_lr"] = done
     runs.write_json(sweep_dir / runs.MANIFEST, manifest)
 
@@ -81,12 +75,10 @@ def _tensorboard(sweep_dir: Path, rows: list, choices: list) -> None:
             writer.add_image(f"report/{figure.key}", matplotlib.image.imread(sweep_dir / figure.file)[..., :3],
                              dataformats="HWC")
     chosen = {id(r) for c in choices for r in c.rows}
-    for r in rows:
-        if r.status not in runs.FINISHED:
-            continue
-        hparams = {"model": r.model, "variant": r.variant or "", "lr": r.lr, "seed": r.seed,
-                   "batch_size": r.batch_size or 0, "chosen_lr": id(r) in chosen, "setting": r.setting}
-        metrics = {"hparam/val_error": r.val_error if r.val_error is not None else float("nan"),
-                   "hparam/test_error": r.test_error if r.test_error is not None else float("nan")}
-        writer.add_hparams(hparams, metrics, run_name=r.job)
+    nan = float("nan")
+    for r in (r for r in rows if r.status in runs.FINISHED):
+        writer.add_hparams({"model": r.model, "variant": r.variant or "", "lr": r.lr, "seed": r.seed,
+                            "batch_size": r.batch_size or 0, "chosen_lr": id(r) in chosen, "setting": r.setting},
+                           {"hparam/val_error": nan if r.val_error is None else r.val_error,
+                            "hparam/test_error": nan if r.test_error is None else r.test_error}, run_name=r.job)
     writer.close()

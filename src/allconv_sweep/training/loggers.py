@@ -8,6 +8,8 @@ from pathlib import Path
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from allconv_sweep.atomic import atomic_write
+
 
 class _AppendingWriter(ExperimentWriter):
     """Lightning's CSV writer deletes metrics.csv when its folder is not empty (every resume); this one
@@ -47,39 +49,28 @@ def truncate_csv(path: str | Path, keep_epochs_below: int) -> None:
         reader = csv.DictReader(f)
         fields, rows = reader.fieldnames or [], list(reader)
     kept = [r for r in rows if not r.get("epoch") or int(float(r["epoch"])) < keep_epochs_below]
-    if len(kept) == len(rows):
-        return
-    _rewrite(path, fields, kept)
+    if len(kept) < len(rows):
+        _rewrite(path, fields, kept)
 
 
 def restore_csv(path: str | Path, rows: int, pending: dict | None = None) -> None:
-    """Keep the first ``rows`` data rows and append ``pending`` (a checkpoint's record: resume.repair_csv).
-    The header is rebuilt as Lightning builds it, the sorted keys of the rows kept: the writer reads it
-    afterwards and widens it as new keys are logged, as in a run never interrupted."""
-    path = Path(path)
-    if not path.is_file():
-        if not pending:
-            return
-        kept: list[dict] = []
-    else:
+    """Keep the first ``rows`` data rows and append ``pending`` (a checkpoint's record: resume.repair_csv), under
+    the header Lightning would write (the sorted keys), which the writer widens as new keys are logged."""
+    path, kept = Path(path), []
+    if path.is_file():
         with open(path, newline="") as f:
-            kept = list(csv.DictReader(f))[:rows]
-    kept = [{k: v for k, v in r.items() if k is not None and v not in ("", None)} for r in kept]
-    if pending:
-        kept.append(dict(pending))
+            kept = [{k: v for k, v in r.items() if k is not None and v not in ("", None)}
+                    for r in list(csv.DictReader(f))[:rows]]
+    kept += [dict(pending)] if pending else []
     if not kept:  # nothing logged before the checkpoint: the writer starts the file, as in a first start
         path.unlink(missing_ok=True)
         return
-    fields = sorted(set().union(*kept))
     path.parent.mkdir(parents=True, exist_ok=True)
-    _rewrite(path, fields, kept)
+    _rewrite(path, sorted(set().union(*kept)), kept)
 
 
 def _rewrite(path: Path, fields: list, rows: list[dict]) -> None:
-    """The CSV replaced whole (a temporary file renamed over it): a kill never leaves half of it."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, "w") as f:  # a kill never leaves half of it
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(path)

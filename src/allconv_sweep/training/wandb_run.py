@@ -1,5 +1,5 @@
-"""wandb: offline without credentials; one W&B run per run folder (resumed, not duplicated, after a kill);
-the config once (flat, resolved); every multirun grouped; the summary says what metrics.json says."""
+"""W&B: offline without credentials; one W&B run per run folder (resumed, not duplicated, after a kill); every
+multirun grouped; the summary says what metrics.json says."""
 
 from __future__ import annotations
 
@@ -15,37 +15,23 @@ SUMMARY_KEYS = ("status", "reason", "result_key", "train_error", "val_error", "t
 
 
 def has_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     try:
-        return "api.wandb.ai" in netrc.read_text()
+        return bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in netrc.read_text()
     except OSError:
         return False
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}"""
     out = {}
     for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
 
 
-def default_group() -> Optional[str]:
-    """Any multirun gets a group: the sweep folder's name (with its date for the default
-    outputs/multiruns/<date>/<time> layout, where the time alone would be ambiguous)."""
-    from allconv_sweep.config import runtime
-
-    sweep_dir = runtime.sweep_dir()
-    return None if sweep_dir is None else group_for(sweep_dir)
-
-
 def group_for(sweep_dir: Path) -> str:
-    """The W&B group of a sweep folder's runs (the jobs and the dashboard name it alike)."""
+    """The W&B group of a sweep folder's runs: its name; <date>_<time> in outputs/multiruns/<date>/<time>."""
     if re.fullmatch(r"\d\d-\d\d-\d\d", sweep_dir.name):
         return f"{sweep_dir.parent.name}_{sweep_dir.name}"
     return sweep_dir.name
@@ -59,26 +45,24 @@ def resolve_mode(mode: Optional[str]) -> str:
 def make_wandb_logger(save_dir: str, project: str = "allconv_sweep", entity: Optional[str] = None,
                       group: Optional[str] = None, name: Optional[str] = None, tags: Optional[list] = None,
                       mode: Optional[str] = None):
-    """conf/logger/wandb.yaml's component: Lightning's WandbLogger for the run folder `save_dir`, continuing
-    the W&B run whose id the folder's run.json keeps (written by train() before the loggers are built), so
-    a killed and resumed job stays one W&B run. The config reaches it through log_hyperparams (train.py)."""
+    """conf/logger/wandb.yaml's component: Lightning's WandbLogger for the run folder `save_dir`, continuing the
+    W&B run whose id its run.json keeps, so a killed and resumed job stays one W&B run; any multirun is a group."""
     from lightning.pytorch.loggers import WandbLogger
 
+    from allconv_sweep.config import runtime
     from allconv_sweep.runs import read_run_info
 
-    mode = resolve_mode(mode)
-    run_id = (read_run_info(save_dir) or {}).get("wandb_run_id")
+    mode, sweep_dir = resolve_mode(mode), runtime.sweep_dir()
     own_wandb_service()
-    return WandbLogger(project=project, entity=entity, group=group or default_group(), name=name, id=run_id,
-                       resume="allow", tags=list(tags or []), save_dir=str(save_dir), offline=mode == "offline",
-                       mode=mode, reinit="finish_previous")
+    return WandbLogger(project=project, entity=entity, group=group or (sweep_dir and group_for(sweep_dir)), name=name,
+                       id=(read_run_info(save_dir) or {}).get("wandb_run_id"), resume="allow", tags=list(tags or []),
+                       save_dir=str(save_dir), offline=mode == "offline", mode=mode, reinit="finish_previous")
 
 
 def own_wandb_service() -> None:
-    """A job process talks to a W&B service of its own, not to one it inherited. wandb puts its service's
-    address in WANDB_SERVICE (with the pid that started it) and child processes connect to it; a job killed
-    with SIGKILL then leaves its run's stream open in the parent's service, and the resumed job (same run
-    id) is refused with "run ID ... is in use". A service this process started itself is kept."""
+    """A job talks to a W&B service of its own, not one it inherited through WANDB_SERVICE (the address and the
+    pid that started it): a job killed with SIGKILL leaves its run's stream open in the parent's service, and the
+    resumed job (same run id) is refused ("run ID ... is in use"). A service this process started is kept."""
     token = os.environ.get("WANDB_SERVICE")
     match = re.match(r"^\d+-(\d+)-", token or "")
     if token and (match is None or int(match.group(1)) != os.getpid()):
@@ -88,8 +72,5 @@ def own_wandb_service() -> None:
 def finish_wandb(logger, metrics: Optional[dict]) -> None:
     import wandb
 
-    run = logger.experiment
-    for key in SUMMARY_KEYS:
-        if metrics is not None and key in metrics:
-            run.summary[key] = metrics.get(key)
+    logger.experiment.summary.update({k: v for k, v in (metrics or {}).items() if k in SUMMARY_KEYS})
     wandb.finish(exit_code=0 if metrics is not None and metrics.get("status") in ("ok", "diverged") else 1)
