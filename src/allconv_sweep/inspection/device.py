@@ -1,10 +1,10 @@
-"""device=auto | cpu | cuda | cuda:<index>: the device the inspection tools (evaluate, visualize) run on."""
+"""Where the inspection tools (evaluate, visualize) run."""
 
 from allconv_sweep.errors import UserError
 
 
 def device_from(name: str):
-    """device=auto | cpu | cuda | cuda:<index> (visualize, evaluate) as a torch.device, or a one-line error."""
+    """device=auto | cpu | cuda | cuda:<index> as a torch.device (auto: a GPU if any), or a one-line error."""
     import torch
 
     if name == "auto":
