@@ -34,9 +34,9 @@ def stratified_split(y: torch.Tensor, val_size: int, seed: int) -> tuple[torch.T
         idx = torch.nonzero(y == c).flatten()
         val.append(idx[torch.randperm(len(idx), generator=g)[:q]])
     val_idx = torch.sort(torch.cat(val)).values
-    mask = torch.ones(len(y), dtype=torch.bool)
-    mask[val_idx] = False
-    return torch.nonzero(mask).flatten(), val_idx
+    train = torch.ones(len(y), dtype=torch.bool)
+    train[val_idx] = False
+    return torch.nonzero(train).flatten(), val_idx
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -86,14 +86,12 @@ class ImageDataModule(L.LightningDataModule):
 
     def _preprocess(self, train_x: torch.Tensor, others: list[torch.Tensor]) -> list[torch.Tensor]:
         """Fit on the training split only; apply the same transform to every split."""
-        name = self.pre["name"]
-        shape = train_x.shape[1:]
+        name, shape = self.pre["name"], train_x.shape[1:]
         if name == "none":
             return [x.float().div_(255) for x in [train_x, *others]]
         if name == "standardize":
             tx = train_x.float().div_(255)
-            mean = tx.mean(dim=(0, 2, 3), keepdim=True)
-            std = tx.std(dim=(0, 2, 3), keepdim=True)
+            mean, std = tx.mean(dim=(0, 2, 3), keepdim=True), tx.std(dim=(0, 2, 3), keepdim=True)
             return [(x.float().div(255) - mean) / std for x in [train_x, *others]]
         scale = float(self.pre["gcn_scale"])
         gcn = [global_contrast_normalize(x.float(), scale) for x in [train_x, *others]]

@@ -4,6 +4,7 @@ Every folder problem is one ``UserError`` line, raised in ``setup()`` before any
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -36,16 +37,12 @@ class _ClassSubsetFolder(ImageFolder):
             super().__init__(str(root), transform=transform)
         except FileNotFoundError as e:  # a class folder without any image
             raise UserError(f"{root}: {e}") from None
-        if max_per_class is not None:
-            kept, count = [], [0] * len(classes)
-            for path, label in self.samples:
-                if count[label] < max_per_class:
-                    kept.append((path, label))
-                    count[label] += 1
-            self.samples = self.imgs = kept
-            self.targets = [label for _, label in kept]
+        if max_per_class is not None:  # samples come sorted by class, then by file name
+            groups = itertools.groupby(self.samples, key=lambda sample: sample[1])
+            self.samples = self.imgs = [s for _, group in groups for s in itertools.islice(group, max_per_class)]
+            self.targets = [label for _, label in self.samples]
 
-    def find_classes(self, directory):  # noqa: D102 - torchvision's hook for a class subset
+    def find_classes(self, directory):  # torchvision's hook: our class subset
         return self._classes, {c: i for i, c in enumerate(self._classes)}
 
     def __getitem__(self, index: int):

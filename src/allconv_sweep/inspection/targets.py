@@ -12,8 +12,7 @@ from torch import nn
 
 from allconv_sweep.errors import UserError
 from allconv_sweep.inspection.attribution import activation_layer, evaluating, forward_to, layer_names, reconstruct
-from allconv_sweep.inspection.images import Images
-from allconv_sweep.inspection.options import Options
+from allconv_sweep.inspection.inputs import Images, Options
 from allconv_sweep.inspection.panels import Panel, draw_grid, image_display, signed_display, square
 
 SCAN_BATCH = 256
@@ -47,9 +46,12 @@ def check_layer(layer: str, valid: list[str], model_name: str) -> None:
         raise UserError(f"layer={layer}: no such layer in {model_name}; valid: {', '.join(valid)}")
 
 
-def check_units(units: list[int], layer: str, n: int) -> None:
+def _units(asked: list[int] | None, layer: str, n: int, default: int) -> list[int]:
+    """The units asked for (None: the first ``default``), checked against the ``n`` of ``layer``."""
+    units = asked if asked is not None else list(range(default))
     if any(not 0 <= u < n for u in units):
         raise UserError(f"units={units}: {layer} has {n} units; valid: 0..{n - 1}")
+    return units
 
 
 def num_units(net: nn.Sequential, layer: str, image_shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
@@ -100,8 +102,7 @@ def figures_units(net: nn.Sequential, model_name: str, imgs: Images, opts: Optio
     check_layer(layer, layer_names(net), model_name)
     act = activation_layer(net, layer)
     n_units, shape = num_units(net, act, tuple(imgs.x.shape[1:]))
-    units = opts.units if opts.units is not None else list(range(min(4, n_units)))
-    check_units(units, layer, n_units)
+    units = _units(opts.units, layer, n_units, min(4, n_units))
     if opts.top_k > len(imgs.y):
         raise UserError(f"top_k={opts.top_k}: only {len(imgs.y)} {opts.split} images are searched; "
                         f"valid: 1..{len(imgs.y)} (or raise num_images)")
@@ -116,15 +117,14 @@ def figures_units(net: nn.Sequential, model_name: str, imgs: Images, opts: Optio
     for j, unit in enumerate(units):
         top = torch.topk(values[:, j], opts.top_k).indices
         x, pos = imgs.x[top].to(opts.device), positions[top, j]
-        recs = {}
-        for method in opts.methods:
-            recs[method], acts, _ = reconstruct(net, x, act, [unit] * len(top), method, None if vector else pos)
+        recs = {m: reconstruct(net, x, act, [unit] * len(top), m, None if vector else pos) for m in opts.methods}
+        acts = recs[opts.methods[0]][1]
         rows = []
         for i, k in enumerate(top.tolist()):
             box = crop_box(tuple(pos[i].tolist()), rf, size, vector)
             label = f"#{int(imgs.index[k])} {imgs.class_names[int(imgs.y[k])]}\nact {float(acts[i]):.3g}"
             rows.append([Panel(image_display(imgs.raw[k][:, box[0], box[1]]), label)]
-                        + [Panel(signed_display(recs[m][i][:, box[0], box[1]]), f"{m}\nunit {unit}")
+                        + [Panel(signed_display(recs[m][0][i][:, box[0], box[1]]), f"{m}\nunit {unit}")
                            for m in opts.methods])
         title = (f"{model_name} {named}, unit {unit}: top {len(top)} of {len(imgs.y)} {opts.split} images by "
                  f"activation (max over positions); {where}\nreconstructions of that one activation: {SCALED}")
@@ -142,15 +142,14 @@ def figures_class(net: nn.Sequential, model_name: str, imgs: Images, opts: Optio
     last = list(dict(net.named_children()))[-1]
     with evaluating(net), torch.no_grad():
         pred = forward_to(net, x, last).argmax(dim=1).cpu()
-    recs = {}
-    for method in opts.methods:
-        recs[method], scores, _ = reconstruct(net, x, last, pred, method)
+    recs = {m: reconstruct(net, x, last, pred, m) for m in opts.methods}
+    scores = recs[opts.methods[0]][1]
     rows = []
     for i in range(n):
         name = imgs.class_names[int(pred[i])]
         label = f"#{int(imgs.index[i])} true {imgs.class_names[int(imgs.y[i])]}\npred {name} {float(scores[i]):.3g}"
         rows.append([Panel(image_display(imgs.raw[i]), label)]
-                    + [Panel(signed_display(recs[m][i]), f"{m}\nscore of {name}") for m in opts.methods])
+                    + [Panel(signed_display(recs[m][0][i]), f"{m}\nscore of {name}") for m in opts.methods])
     title = (f"{model_name}: reconstruction of the predicted class score (output of {last}) for {n} "
              f"{opts.split} images\n{SCALED}")
     return [_draw(rows, title, f"class_{opts.split}.png",
@@ -168,8 +167,7 @@ def figures_filters(net: nn.Sequential, model_name: str, image_shape: tuple[int,
     layer = opts.layer or default_layer(net, "filters")
     check_layer(layer, convs, model_name)
     w = dict(children)[convs[0]].weight.detach().float().cpu()
-    units = opts.units if opts.units is not None else list(range(w.shape[0]))
-    check_units(units, convs[0], w.shape[0])
+    units = _units(opts.units, convs[0], w.shape[0], w.shape[0])
     panels = [Panel(signed_display(w[u]), f"unit {u}") for u in units]  # method and layer are in the title
     k = "x".join(str(s) for s in w.shape[-2:])
     figs = [_draw(square(panels), f"{model_name} {convs[0]}: the {len(units)} filters ({k} weights)\n0 = gray, "
@@ -185,8 +183,7 @@ def figures_filters(net: nn.Sequential, model_name: str, image_shape: tuple[int,
         else:
             act = activation_layer(net, name)
             n_units, _ = num_units(net, act, image_shape)
-            lay_units = opts.units if opts.units is not None else list(range(n_units))
-            check_units(lay_units, name, n_units)
+            lay_units = _units(opts.units, name, n_units, n_units)
             blank, centre, box = _blank_for(net, act, fields[act], image_shape)
             rec, _, _ = reconstruct(net, blank.expand(len(lay_units), -1, -1, -1), act, lay_units, "deconvnet",
                                     centre.expand(len(lay_units), 2))

@@ -1,13 +1,6 @@
-"""python -m allconv_sweep.visualize: what a trained network responds to (paper, Section 5).
-
-    python -m allconv_sweep.visualize ckpt=<run>/checkpoints/last.ckpt layer=conv6 units=[0,1,2,3] top_k=9
-    python -m allconv_sweep.visualize ckpt=... target=class methods=[backprop,deconvnet,guided_backprop]
-    python -m allconv_sweep.visualize ckpt=... target=filters layer=conv1
-
-Model, data and preprocessing come from the checkpoint (its saved config); ``conf/visualize.yaml`` only
-says what to show (options.py). Writes PNGs (targets.py, drawn by panels.py) and an ``index.md`` listing
-them into ``outputs/visualize/<date>/<time>``.
-"""
+"""python -m allconv_sweep.visualize: what a trained network responds to (paper, Section 5; examples in
+conf/visualize.yaml). Reads its options, the checkpoint and its images (inputs.py); writes each target's
+figures (targets.py, drawn by panels.py) and an index.md listing them into its run folder."""
 
 from __future__ import annotations
 
@@ -19,8 +12,7 @@ from omegaconf import DictConfig
 
 from allconv_sweep.config import config_dir
 from allconv_sweep.errors import UserError
-from allconv_sweep.inspection.images import load_images
-from allconv_sweep.inspection.options import Options
+from allconv_sweep.inspection.inputs import Options, load_images
 from allconv_sweep.inspection.panels import NORMALIZATION
 from allconv_sweep.inspection.targets import Written, figures_class, figures_filters, figures_units
 from allconv_sweep.runs import ensure_writable
