@@ -43,16 +43,15 @@ class ImageDataModule(L.LightningDataModule):
     """What CIFAR and the fake set share. A subclass says where the images come from: ``_read()`` returns
     {"train": (uint8 images N x 3 x H x W, int64 labels), "test": (...), "classes": [names]}."""
 
-    def __init__(self, *, name: str, num_classes: int, preprocess: dict, augment: dict, val_size: int,
-                 batch_size: int, eval_batch_size: int, image_size: int = 32, split_seed: int = 0,
-                 classes: list[int] | None = None, on_device: Any = "auto", num_workers: int = 0,
-                 cache_dir: str | None = None, seed: int = 0):
+    # what a module built without a config (tests) may leave out
+    DEFAULTS = {"image_size": 32, "split_seed": 0, "classes": None, "on_device": "auto", "num_workers": 0}
+
+    def __init__(self, *, preprocess: dict, augment: dict, cache_dir: str | None = None, seed: int = 0, **data: Any):
         """preprocess / augment: the resolved groups; cache_dir: fitted whitening transforms; seed: the run's
-        (batch order); the rest: conf/data/<name>.yaml (the defaults here serve modules built in tests)."""
+        (batch order); data: the keys of conf/data/<name>.yaml, as config/schema.py checked them."""
         super().__init__()
-        self.cfg = {"name": name, "num_classes": num_classes, "image_size": image_size, "val_size": val_size,
-                    "split_seed": split_seed, "classes": classes, "batch_size": batch_size,
-                    "eval_batch_size": eval_batch_size, "on_device": on_device, "num_workers": num_workers}
+        self.cfg = {**self.DEFAULTS, **data}
+        name, num_classes = self.cfg["name"], self.cfg["num_classes"]
         self.pre, self.aug = dict(preprocess), dict(augment)
         if self.pre["name"] not in ("gcn_zca", "standardize", "none"):
             raise UserError(f"preprocess={self.pre['name']} is not implemented for data={name} "
@@ -168,10 +167,7 @@ class ImageDataModule(L.LightningDataModule):
 class CifarDataModule(ImageDataModule):
     """data=cifar10 / cifar100: the real "python version" files (data/cifar.py)."""
 
-    def __init__(self, *, root: str, download: bool, verify: bool, url: str | None = None,
-                 archive_md5: str | None = None, **common: Any):
-        super().__init__(**common)
-        self.cfg.update(root=root, download=download, verify=verify, url=url, archive_md5=archive_md5)
+    DEFAULTS = {**ImageDataModule.DEFAULTS, "url": None, "archive_md5": None}
 
     def _ensure(self):
         c = self.cfg
@@ -187,10 +183,7 @@ class CifarDataModule(ImageDataModule):
 class FakeDataModule(ImageDataModule):
     """data=fake: synthetic, learnable, CIFAR-shaped (smoke runs and tests; no files)."""
 
-    def __init__(self, *, total_classes: int = 10, train_size: int = 512, test_size: int = 256, noise: float = 0.5,
-                 **common: Any):
-        super().__init__(**common)
-        self.cfg.update(total_classes=total_classes, train_size=train_size, test_size=test_size, noise=noise)
+    DEFAULTS = {**ImageDataModule.DEFAULTS, "total_classes": 10, "train_size": 512, "test_size": 256, "noise": 0.5}
 
     def _read(self) -> dict:
         """uint8 images: a fixed smooth random template per class (low-frequency colour blobs) plus noise."""

@@ -61,20 +61,13 @@ class UndecodableImage(RuntimeError):
 class ImageNetDataModule(L.LightningDataModule):
     """``data=imagenet``: train / val (/ test, the val folder by default) ImageFolders."""
 
-    def __init__(self, *, num_classes: int, root: str, preprocess: dict, augment: dict, name: str,
-                 max_per_class: int | None, train_dir: str, val_dir: str, test_dir: str, image_size: int,
-                 resize: int, mean: tuple[float, ...], std: tuple[float, ...], batch_size: int,
-                 eval_batch_size: int, num_workers: int, pin_memory: Any, persistent_workers: bool,
-                 prefetch_factor: int, seed: int, cache_dir: str | None):
-        """preprocess / augment: the resolved groups (standardize uses mean/std; none scales to [0, 1]);
-        cache_dir: unused (nothing is fitted), taken like every data module's; the rest: conf/data/imagenet.yaml."""
+    def __init__(self, *, preprocess: dict, augment: dict, seed: int, cache_dir: str | None, **data: Any):
+        """preprocess / augment: the resolved groups (standardize uses data.mean/std; none scales to [0, 1]);
+        cache_dir: unused (nothing is fitted), taken like every data module's; data: the keys of
+        conf/data/imagenet.yaml, as config/schema.py checked them."""
         super().__init__()
-        self.cfg = {"name": name, "num_classes": num_classes, "max_per_class": max_per_class, "root": root,
-                    "train_dir": train_dir, "val_dir": val_dir, "test_dir": test_dir, "image_size": image_size,
-                    "resize": resize, "mean": list(mean), "std": list(std), "batch_size": batch_size,
-                    "eval_batch_size": eval_batch_size, "num_workers": num_workers, "pin_memory": pin_memory,
-                    "persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor}
-        self.pre, self.aug, self.seed, self.num_classes = dict(preprocess), dict(augment), seed, int(num_classes)
+        self.cfg = dict(data)
+        self.pre, self.aug, self.seed, self.num_classes = dict(preprocess), dict(augment), seed, int(data["num_classes"])
         self.datasets: dict[str, ImageFolder] = {}
         self.class_names: list[str] = []
         self._norm: tuple[torch.Tensor, torch.Tensor] | None = None

@@ -21,32 +21,28 @@ NORMALIZATION = ("each reconstruction/filter panel r is drawn as 0.5 + 0.5 * r /
 
 @dataclass
 class Panel:
-    image: np.ndarray   # (h, w, 3) in [0, 1]
+    image: torch.Tensor  # (C, h, w) in [0, 1]
     label: str
 
 
-def signed_display(r: torch.Tensor) -> np.ndarray:
-    """(C, h, w) signed values -> (h, w, 3) in [0, 1] by NORMALIZATION."""
+def signed_display(r: torch.Tensor) -> torch.Tensor:
+    """(C, h, w) signed values -> [0, 1] by NORMALIZATION."""
     r = r.detach().float().cpu()
     m = r.abs().max()
-    return _hwc(torch.full_like(r, 0.5) if m == 0 else 0.5 + 0.5 * r / m)
+    return torch.full_like(r, 0.5) if m == 0 else 0.5 + 0.5 * r / m
 
 
-def image_display(x: torch.Tensor) -> np.ndarray:
-    return _hwc(x.detach().float().cpu().clamp(0, 1))
+def image_display(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().float().cpu().clamp(0, 1)
 
 
-def _hwc(t: torch.Tensor) -> np.ndarray:
-    return (t.expand(3, -1, -1) if t.shape[0] == 1 else t).permute(1, 2, 0).numpy()
-
-
-def _fit(img: np.ndarray, px: int) -> np.ndarray:
-    """Scale to fit a px x px panel (nearest when enlarging: the pixels stay visible), centred on white."""
-    h, w = img.shape[:2]
+def _fit(img: torch.Tensor, px: int) -> np.ndarray:
+    """(h, w, 3) pixels of a px x px panel: ``img`` scaled to fit (nearest when enlarging: the pixels stay
+    visible), centred on white."""
+    h, w = img.shape[-2:]
     scale = px / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
-    t = F.interpolate(t, size=(nh, nw), mode="nearest" if scale >= 1 else "area")
+    t = F.interpolate(img.expand(3, -1, -1)[None], size=(nh, nw), mode="nearest" if scale >= 1 else "area")
     out = np.ones((px, px, 3), dtype=np.float32)
     top, left = (px - nh) // 2, (px - nw) // 2
     out[top:top + nh, left:left + nw] = t[0].permute(1, 2, 0).numpy()

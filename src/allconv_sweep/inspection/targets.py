@@ -84,12 +84,8 @@ def _scan(net: nn.Sequential, x: torch.Tensor, layer: str, units: list[int], dev
     with evaluating(net), torch.no_grad():
         for i in range(0, len(x), SCAN_BATCH):
             maps = forward_to(net, x[i:i + SCAN_BATCH].to(device), layer)[:, units]
-            if maps.dim() == 2:
-                values.append(maps.cpu())
-                positions.append(torch.zeros(*maps.shape, 2, dtype=torch.long))
-                continue
-            v, idx = maps.flatten(2).max(dim=2)
-            w = maps.shape[-1]
+            maps = maps[..., None, None] if maps.dim() == 2 else maps  # a vector layer: one value, at (0, 0)
+            (v, idx), w = maps.flatten(2).max(dim=2), maps.shape[-1]
             values.append(v.cpu())
             positions.append(torch.stack([idx // w, idx % w], dim=-1).cpu())
     return torch.cat(values), torch.cat(positions)
