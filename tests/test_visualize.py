@@ -20,15 +20,9 @@ from allconv_sweep.config import compose, config_dir
 from allconv_sweep.errors import UserError
 from allconv_sweep.inspection import attribution
 from allconv_sweep.inspection.attribution import RULES, activation_layer, forward_to, reconstruct, relu_rule
-from allconv_sweep.inspection.visualize import (
-    GAP_PX,
-    HEADER_PX,
-    LABEL_PX,
-    _blank_for,
-    crop_box,
-    default_layer,
-    visualize,
-)
+from allconv_sweep.inspection.panels import GAP_PX, HEADER_PX, LABEL_PX
+from allconv_sweep.inspection.targets import _blank_for, crop_box, default_layer
+from allconv_sweep.inspection.visualize import visualize
 from conftest import make_cfg
 
 

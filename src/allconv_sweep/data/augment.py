@@ -10,9 +10,7 @@ def flip_translate(x: torch.Tensor, max_shift: int = 5, flip: bool = True,
     """Random horizontal flip (p=0.5) and translation by up to ``max_shift`` pixels in x and y, each drawn
     uniformly from {-max_shift..max_shift}, the uncovered border filled with zeros (the data's mean after
     whitening). One gather for the whole batch."""
-    n, c, h, w = x.shape
-    dev = x.device
-    s = max_shift
+    (n, c, h, w), dev, s = x.shape, x.device, max_shift
     # drawn on the CPU (the same stream on every device); non_blocking: no host sync per batch on a GPU
     shifts = torch.randint(-s, s + 1, (2, n), device="cpu", generator=generator).to(dev, non_blocking=True)
     padded = torch.nn.functional.pad(x, (s, s, s, s))
@@ -23,5 +21,4 @@ def flip_translate(x: torch.Tensor, max_shift: int = 5, flip: bool = True,
         cols = torch.where(do_flip[:, None], cols.flip(1), cols)
     idx_n = torch.arange(n, device=dev)[:, None, None, None]
     idx_c = torch.arange(c, device=dev)[None, :, None, None]
-    out = padded[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]]
-    return out
+    return padded[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]]

@@ -1,9 +1,5 @@
-"""The real CIFAR-10/100 "python version" files, found, downloaded and verified through torchvision.
-
-torchvision's dataset classes are the source of truth for file names, the archive's URL and every md5;
-its ``download_and_extract_archive`` does the download and checks. Reading is a short loop of our own so
-that a corrupt file is named in the error.
-"""
+"""The real CIFAR-10/100 "python version" files. torchvision's dataset classes hold the file names, the
+archive's URL and every md5, and download and check them; reading is our own, so that a bad file is named."""
 
 from __future__ import annotations
 
@@ -35,8 +31,7 @@ _ALLOWED_GLOBALS = {
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    """A dataset file is data, never code: only the types the real batch files hold may be built.
-    A pickle naming any other global (os.system, builtins.eval, ...) is refused before it runs."""
+    """A dataset file is data, never code: a pickle naming any global but _ALLOWED_GLOBALS is refused."""
 
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED_GLOBALS:
@@ -45,23 +40,16 @@ class _CifarUnpickler(pickle.Unpickler):
 
 
 def load_batch(path: Path) -> object:
-    """One CIFAR batch/meta file through the restricted unpickler (never pickle.load)."""
     with open(path, "rb") as f:
         return _CifarUnpickler(io.BufferedReader(f), encoding="latin1").load()
 
 
-def _files(cls, root: Path) -> list[tuple[Path, str]]:
-    folder = root / cls.base_folder
-    return [(folder / name, md5) for name, md5 in cls.train_list + cls.test_list + [(cls.meta["filename"], cls.meta["md5"])]]
-
-
 def _problem(cls, root: Path, verify: bool) -> str | None:
-    """None when every file is there (and, with verify, has the official md5); else what is wrong.
-
-    Without verify, a local copy may lack some training files (a subset, like ../shared/data's heads):
-    it needs the test file, the meta file and at least one training file."""
+    """None when every file is there (and, with verify, has the official md5); else what is wrong. Without
+    verify, a subset (like ../shared/data's heads) needs only the test, the meta and one training file."""
     present_train = [n for n, _ in cls.train_list if (root / cls.base_folder / n).is_file()]
-    for path, md5 in _files(cls, root):
+    for name, md5 in cls.train_list + cls.test_list + [(cls.meta["filename"], cls.meta["md5"])]:
+        path = root / cls.base_folder / name
         if not path.is_file():
             if not verify and present_train and path.name in dict(cls.train_list):
                 continue
@@ -78,33 +66,28 @@ def ensure_cifar(name: str, root: str | Path, download: bool, verify: bool,
     cls = DATASETS[name]
     root = Path(root).expanduser().resolve()
     problem = _problem(cls, root, verify)
-    if problem is None:
-        return root
     archive = root / cls.filename
-    if problem.startswith("missing") and (download or archive.is_file()):
+    if problem is not None and problem.startswith("missing") and (download or archive.is_file()):
         md5 = archive_md5 or cls.tgz_md5
         try:
             # a present archive with the right md5 is extracted without touching the network
             download_and_extract_archive(url or cls.url, str(root), filename=cls.filename,
                                          md5=md5 if (verify or archive_md5) else None)
         except (urllib.error.URLError, OSError) as e:
-            raise UserError(f"{name}: no data in {root} and the download failed ({_reason(e)}): put "
+            reason = str(getattr(e, "reason", e)).splitlines()[0][:120]
+            raise UserError(f"{name}: no data in {root} and the download failed ({reason}): put "
                             f"{cls.filename} (from {cls.url}) or its extracted {cls.base_folder}/ in {root}, "
                             f"or set data.root") from None
         except RuntimeError as e:  # torchvision: "File not found or corrupted."
             raise UserError(f"{name}: {archive} failed its md5 check ({md5} expected): delete it and "
                             f"download again, or set data.verify=false for a local copy") from e
         problem = _problem(cls, root, verify)
-        if problem is None:
-            return root
+    if problem is None:
+        return root
     if problem.startswith("missing"):
         raise UserError(f"{name}: {problem}. Put {cls.filename} (from {cls.url}) or its extracted "
                         f"{cls.base_folder}/ in {root}, set data.root=<folder>, or data.download=true")
     raise UserError(f"{name}: {problem}")
-
-
-def _reason(e: Exception) -> str:
-    return str(getattr(e, "reason", e)).splitlines()[0][:120]
 
 
 def read_cifar(name: str, root: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor] | list[str]]:

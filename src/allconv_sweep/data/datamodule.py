@@ -1,10 +1,6 @@
-"""The LightningDataModules of the in-memory image sets: CIFAR-10/100 (CifarDataModule) and synthetic data
-(FakeDataModule), named by conf/data/*.yaml (_target_).
-
-read -> class subset -> stratified val split -> preprocess (fitted on the training split only) ->
-batches (sliced on the device, or a DataLoader) -> whole-batch augmentation after transfer.
-Values are checked by the schema (allconv_sweep/config/schema.py) before a module is built.
-"""
+"""The in-memory image sets, CIFAR-10/100 and fake: read -> class subset -> stratified val split ->
+preprocess (fitted on the training split only) -> batches (sliced on the device, or a DataLoader) ->
+whole-batch augmentation after transfer."""
 
 from __future__ import annotations
 
@@ -12,11 +8,11 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from allconv_sweep.data.augment import flip_translate
 from allconv_sweep.data.cifar import ensure_cifar, read_cifar
-from allconv_sweep.data.fake import make_fake
 from allconv_sweep.data.loader import TensorBatches
 from allconv_sweep.data.whitening import fit_zca_cached, global_contrast_normalize
 from allconv_sweep.errors import UserError
@@ -38,26 +34,24 @@ def stratified_split(y: torch.Tensor, val_size: int, seed: int) -> tuple[torch.T
         idx = torch.nonzero(y == c).flatten()
         val.append(idx[torch.randperm(len(idx), generator=g)[:q]])
     val_idx = torch.sort(torch.cat(val)).values
-    mask = torch.ones(len(y), dtype=torch.bool)
-    mask[val_idx] = False
-    return torch.nonzero(mask).flatten(), val_idx
+    train = torch.ones(len(y), dtype=torch.bool)
+    train[val_idx] = False
+    return torch.nonzero(train).flatten(), val_idx
 
 
 class ImageDataModule(L.LightningDataModule):
     """What CIFAR and the fake set share. A subclass says where the images come from: ``_read()`` returns
     {"train": (uint8 images N x 3 x H x W, int64 labels), "test": (...), "classes": [names]}."""
 
-    def __init__(self, *, name: str, num_classes: int, preprocess: dict, augment: dict, val_size: int,
-                 batch_size: int, eval_batch_size: int, image_size: int = 32, split_seed: int = 0,
-                 classes: list[int] | None = None, on_device: Any = "auto", num_workers: int = 0,
-                 cache_dir: str | None = None, seed: int = 0):
-        """preprocess / augment: the resolved preprocess and augment groups; cache_dir: fitted whitening
-        transforms; seed: the run's seed (batch order); the rest: conf/data/<name>.yaml, which holds the
-        values. The defaults here are only the neutral ones a module built without a config (tests) relies on."""
+    # what a module built without a config (tests) may leave out
+    DEFAULTS = {"image_size": 32, "split_seed": 0, "classes": None, "on_device": "auto", "num_workers": 0}
+
+    def __init__(self, *, preprocess: dict, augment: dict, cache_dir: str | None = None, seed: int = 0, **data: Any):
+        """preprocess / augment: the resolved groups; cache_dir: fitted whitening transforms; seed: the run's
+        (batch order); data: the keys of conf/data/<name>.yaml, as config/schema.py checked them."""
         super().__init__()
-        self.cfg = {"name": name, "num_classes": num_classes, "image_size": image_size, "val_size": val_size,
-                    "split_seed": split_seed, "classes": classes, "batch_size": batch_size,
-                    "eval_batch_size": eval_batch_size, "on_device": on_device, "num_workers": num_workers}
+        self.cfg = {**self.DEFAULTS, **data}
+        name, num_classes = self.cfg["name"], self.cfg["num_classes"]
         self.pre, self.aug = dict(preprocess), dict(augment)
         if self.pre["name"] not in ("gcn_zca", "standardize", "none"):
             raise UserError(f"preprocess={self.pre['name']} is not implemented for data={name} "
@@ -65,13 +59,11 @@ class ImageDataModule(L.LightningDataModule):
         if self.aug["name"] not in ("none", "flip_translate"):
             raise UserError(f"augment={self.aug['name']} does not apply to data={name} "
                             f"(in-memory sets: none, flip_translate)")
-        self.cache_dir, self.seed = cache_dir, seed
-        self.num_classes = int(num_classes)
+        self.cache_dir, self.seed, self.num_classes = cache_dir, seed, int(num_classes)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.cache_hit: bool | None = None
         self.device = torch.device("cpu")
-        # The DataLoader's shuffling generator: it moves on every epoch (a permutation and a base seed per
-        # iterator), so a resumed run needs its position, not a fresh one (state_dict / load_state_dict).
+        # the DataLoader's shuffling generator moves on every epoch: a resumed run needs its position
         self._train_generator: torch.Generator | None = None
         self._train_generator_state: torch.Tensor | None = None
 
@@ -79,10 +71,8 @@ class ImageDataModule(L.LightningDataModule):
         classes = self.cfg.get("classes")
         if not classes:
             return raw
-        classes = [int(k) for k in classes]
-        n_all = len(raw["classes"])
-        bad = [k for k in classes if not 0 <= k < n_all]
-        if bad or len(set(classes)) != len(classes):
+        classes, n_all = [int(k) for k in classes], len(raw["classes"])
+        if any(not 0 <= k < n_all for k in classes) or len(set(classes)) != len(classes):
             raise UserError(f"data.classes={classes}: need distinct class indices in 0..{n_all - 1}")
         remap = torch.full((n_all,), -1, dtype=torch.long)
         remap[torch.tensor(classes)] = torch.arange(len(classes))
@@ -93,17 +83,14 @@ class ImageDataModule(L.LightningDataModule):
             out[split] = (x[keep], remap[y[keep]])
         return out
 
-    # -- preprocessing -----------------------------------------------------------------------------
     def _preprocess(self, train_x: torch.Tensor, others: list[torch.Tensor]) -> list[torch.Tensor]:
         """Fit on the training split only; apply the same transform to every split."""
-        name = self.pre["name"]
-        shape = train_x.shape[1:]
+        name, shape = self.pre["name"], train_x.shape[1:]
         if name == "none":
             return [x.float().div_(255) for x in [train_x, *others]]
         if name == "standardize":
             tx = train_x.float().div_(255)
-            mean = tx.mean(dim=(0, 2, 3), keepdim=True)
-            std = tx.std(dim=(0, 2, 3), keepdim=True)
+            mean, std = tx.mean(dim=(0, 2, 3), keepdim=True), tx.std(dim=(0, 2, 3), keepdim=True)
             return [(x.float().div(255) - mean) / std for x in [train_x, *others]]
         scale = float(self.pre["gcn_scale"])
         gcn = [global_contrast_normalize(x.float(), scale) for x in [train_x, *others]]
@@ -131,40 +118,33 @@ class ImageDataModule(L.LightningDataModule):
     def describe(self) -> dict[str, int]:
         return {k: len(v[1]) for k, v in self.splits.items()}
 
-    # -- batches -----------------------------------------------------------------------------------
     def use_device(self, device: torch.device) -> None:
         """Move every split to ``device`` once (the whole set lives there; batches are slices)."""
         self.device = device
         self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
 
-    def _on_device(self) -> bool:
-        flag = self.cfg.get("on_device", "auto")
-        if flag == "auto":
-            return self.device.type != "cpu"
-        return bool(flag)
-
     def _loader(self, split: str, train: bool):
         x, y = self.splits[split]
         bs = self.cfg["batch_size"] if train else self.cfg["eval_batch_size"]
-        if self._on_device() and (self.trainer is None or self.trainer.world_size == 1):
+        flag = self.cfg.get("on_device", "auto")
+        on_device = self.device.type != "cpu" if flag == "auto" else bool(flag)
+        if on_device and (self.trainer is None or self.trainer.world_size == 1):
             return TensorBatches(x, y, bs, shuffle=train, seed=self.seed)
-        x, y = x.cpu(), y.cpu()
-        g = torch.Generator().manual_seed(self.seed)
+        g, workers = torch.Generator().manual_seed(self.seed), int(self.cfg.get("num_workers", 0))
         if train:
             if self._train_generator_state is not None:  # resumed: where the checkpointed run left it
                 g.set_state(self._train_generator_state)
                 self._train_generator_state = None
             self._train_generator = g
-        return DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=train, generator=g if train else None,
-                          num_workers=int(self.cfg.get("num_workers", 0)),
-                          pin_memory=self.device.type == "cuda", persistent_workers=int(self.cfg.get("num_workers", 0)) > 0)
+        return DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=bs, shuffle=train, num_workers=workers,
+                          generator=g if train else None, pin_memory=self.device.type == "cuda",
+                          persistent_workers=workers > 0)
 
     def train_dataloader(self):
         return self._loader("train", True)
 
     def state_dict(self) -> dict[str, Any]:
-        """Saved in every checkpoint (Lightning calls it). TensorBatches needs nothing: its order is a
-        function of (seed, epoch)."""
+        """Saved in every checkpoint; TensorBatches needs nothing (its order is a function of seed and epoch)."""
         return {} if self._train_generator is None else {"train_generator": self._train_generator.get_state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -185,13 +165,9 @@ class ImageDataModule(L.LightningDataModule):
 
 
 class CifarDataModule(ImageDataModule):
-    """data=cifar10 / cifar100: the real "python version" files, found, downloaded and verified through
-    torchvision (allconv_sweep/data/cifar.py)."""
+    """data=cifar10 / cifar100: the real "python version" files (data/cifar.py)."""
 
-    def __init__(self, *, root: str, download: bool, verify: bool, url: str | None = None,
-                 archive_md5: str | None = None, **common: Any):
-        super().__init__(**common)
-        self.cfg.update(root=root, download=download, verify=verify, url=url, archive_md5=archive_md5)
+    DEFAULTS = {**ImageDataModule.DEFAULTS, "url": None, "archive_md5": None}
 
     def _ensure(self):
         c = self.cfg
@@ -207,12 +183,19 @@ class CifarDataModule(ImageDataModule):
 class FakeDataModule(ImageDataModule):
     """data=fake: synthetic, learnable, CIFAR-shaped (smoke runs and tests; no files)."""
 
-    def __init__(self, *, total_classes: int = 10, train_size: int = 512, test_size: int = 256, noise: float = 0.5,
-                 **common: Any):
-        super().__init__(**common)
-        self.cfg.update(total_classes=total_classes, train_size=train_size, test_size=test_size, noise=noise)
+    DEFAULTS = {**ImageDataModule.DEFAULTS, "total_classes": 10, "train_size": 512, "test_size": 256, "noise": 0.5}
 
     def _read(self) -> dict:
-        c = self.cfg
-        return make_fake(int(c["total_classes"]), int(c["train_size"]), int(c["test_size"]), int(c["image_size"]),
-                         float(c["noise"]))
+        """uint8 images: a fixed smooth random template per class (low-frequency colour blobs) plus noise."""
+        k, size, noise = int(self.cfg["total_classes"]), int(self.cfg["image_size"]), float(self.cfg["noise"])
+        g = torch.Generator().manual_seed(1234)
+        templates = F.interpolate(torch.rand(k, 3, 4, 4, generator=g), size=(size, size), mode="bilinear",
+                                  align_corners=False)
+
+        def draw(n: int):
+            y = (torch.arange(n) % k)[torch.randperm(n, generator=g)]  # balanced: stratified splits are exact
+            x = templates[y] + noise * 0.25 * torch.randn(n, 3, size, size, generator=g)
+            return (x.clamp(0, 1) * 255).round().to(torch.uint8), y
+
+        return {"train": draw(int(self.cfg["train_size"])), "test": draw(int(self.cfg["test_size"])),
+                "classes": [f"class_{i}" for i in range(k)]}

@@ -1,12 +1,10 @@
-"""ImageNet (ILSVRC-2012) from JPEG folders: torchvision's ImageFolder and DataLoader workers.
-
-Workers decode, crop and flip each image and hand over uint8 batches (4x less to copy than float32);
-the pixel scaling and mean/std normalisation run on the training device in ``on_after_batch_transfer``.
-Every folder problem is one ``UserError`` line, raised in ``setup()`` before any training starts.
-"""
+"""ImageNet (ILSVRC-2012, obtained by the user) from JPEG folders: DataLoader workers decode, crop and flip
+into uint8 batches (4x less to copy than float32); scaling and normalisation run on the training device.
+Every folder problem is one ``UserError`` line, raised in ``setup()`` before any training starts."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -25,10 +23,6 @@ def _class_folders(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
-def _loose_images(folder: Path) -> int:
-    return sum(1 for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
-
-
 def _examples(names: list[str], n: int = 3) -> str:
     return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
 
@@ -43,16 +37,12 @@ class _ClassSubsetFolder(ImageFolder):
             super().__init__(str(root), transform=transform)
         except FileNotFoundError as e:  # a class folder without any image
             raise UserError(f"{root}: {e}") from None
-        if max_per_class is not None:
-            kept, count = [], [0] * len(classes)
-            for path, label in self.samples:
-                if count[label] < max_per_class:
-                    kept.append((path, label))
-                    count[label] += 1
-            self.samples = self.imgs = kept
-            self.targets = [label for _, label in kept]
+        if max_per_class is not None:  # samples come sorted by class, then by file name
+            groups = itertools.groupby(self.samples, key=lambda sample: sample[1])
+            self.samples = self.imgs = [s for _, group in groups for s in itertools.islice(group, max_per_class)]
+            self.targets = [label for _, label in self.samples]
 
-    def find_classes(self, directory):  # noqa: D102 - torchvision's hook for a class subset
+    def find_classes(self, directory):  # torchvision's hook: our class subset
         return self._classes, {c: i for i, c in enumerate(self._classes)}
 
     def __getitem__(self, index: int):
@@ -65,28 +55,19 @@ class _ClassSubsetFolder(ImageFolder):
 
 
 class UndecodableImage(RuntimeError):
-    """A training or evaluation image that cannot be decoded; the run ends failed with the file named."""
+    """An image that cannot be decoded; the run ends failed with the file named."""
 
 
 class ImageNetDataModule(L.LightningDataModule):
     """``data=imagenet``: train / val (/ test, the val folder by default) ImageFolders."""
 
-    def __init__(self, *, num_classes: int, root: str, preprocess: dict, augment: dict, name: str,
-                 max_per_class: int | None, train_dir: str, val_dir: str, test_dir: str, image_size: int,
-                 resize: int, mean: tuple[float, ...], std: tuple[float, ...], batch_size: int,
-                 eval_batch_size: int, num_workers: int, pin_memory: Any, persistent_workers: bool,
-                 prefetch_factor: int, seed: int, cache_dir: str | None):
-        """preprocess / augment: the resolved groups (standardize uses mean/std here; none scales to [0, 1]);
-        cache_dir: unused (nothing is fitted on ImageNet), taken like every data module's; the rest:
-        conf/data/imagenet.yaml. Values are checked by the schema (allconv_sweep/config/schema.py)."""
+    def __init__(self, *, preprocess: dict, augment: dict, seed: int, cache_dir: str | None, **data: Any):
+        """preprocess / augment: the resolved groups (standardize uses data.mean/std; none scales to [0, 1]);
+        cache_dir: unused (nothing is fitted), taken like every data module's; data: the keys of
+        conf/data/imagenet.yaml, as config/schema.py checked them."""
         super().__init__()
-        self.cfg = {"name": name, "num_classes": num_classes, "max_per_class": max_per_class, "root": root,
-                    "train_dir": train_dir, "val_dir": val_dir, "test_dir": test_dir, "image_size": image_size,
-                    "resize": resize, "mean": list(mean), "std": list(std), "batch_size": batch_size,
-                    "eval_batch_size": eval_batch_size, "num_workers": num_workers, "pin_memory": pin_memory,
-                    "persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor}
-        self.pre, self.aug, self.seed = dict(preprocess), dict(augment), seed
-        self.num_classes = int(num_classes)
+        self.cfg = dict(data)
+        self.pre, self.aug, self.seed, self.num_classes = dict(preprocess), dict(augment), seed, int(data["num_classes"])
         self.datasets: dict[str, ImageFolder] = {}
         self.class_names: list[str] = []
         self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -97,7 +78,6 @@ class ImageNetDataModule(L.LightningDataModule):
             raise UserError(f"augment={self.aug['name']} does not apply to data=imagenet; valid: "
                             f"random_resized_crop, none")
 
-    # -- folders -----------------------------------------------------------------------------------
     def _folder(self, key: str) -> Path:
         root = Path(self.cfg["root"]).expanduser()
         if not root.is_dir():
@@ -106,12 +86,11 @@ class ImageNetDataModule(L.LightningDataModule):
         folder = root / self.cfg[key]
         if not folder.is_dir():
             raise UserError(f"{folder}: no such folder (data.{key}={self.cfg[key]!r} under data.root={root})")
-        loose = _loose_images(folder)
+        loose = sum(1 for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
         if loose:
             raise UserError(f"{folder}: {loose} images lie directly in the folder, not sorted into class folders "
                             f"<wnid>/ (for ILSVRC-2012 val, sort them first, e.g. with the usual valprep.sh)")
-        classes = _class_folders(folder)
-        if not classes:
+        if not _class_folders(folder):
             raise UserError(f"{folder}: no class folders (expects {folder}/<wnid>/*.JPEG)")
         return folder
 
@@ -126,14 +105,10 @@ class ImageNetDataModule(L.LightningDataModule):
             steps = [v2.Resize(int(c["resize"]), antialias=True), v2.CenterCrop(size)]
         return v2.Compose([*steps, v2.PILToTensor()])  # uint8 CHW; scaled and normalised on the device
 
-    def prepare_data(self) -> None:  # nothing to download: ILSVRC-2012 must be obtained by the user
-        pass
-
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        train_dir, val_dir = self._folder("train_dir"), self._folder("val_dir")
-        test_dir = self._folder("test_dir")
+        train_dir, val_dir, test_dir = self._folder("train_dir"), self._folder("val_dir"), self._folder("test_dir")
         train_classes = _class_folders(train_dir)
         for other in {val_dir, test_dir}:
             other_classes = _class_folders(other)
@@ -147,10 +122,9 @@ class ImageNetDataModule(L.LightningDataModule):
         if self.num_classes > len(train_classes):
             raise UserError(f"data.num_classes={self.num_classes} but {train_dir} has {len(train_classes)} class "
                             f"folders: set data.num_classes={len(train_classes)} (or fewer, for a subset)")
-        classes = train_classes[: self.num_classes]
-        self.class_names = classes
-        mpc = self.cfg.get("max_per_class")
-        self.datasets["train"] = _ClassSubsetFolder(train_dir, classes, self._transforms(True), mpc)
+        classes = self.class_names = train_classes[: self.num_classes]
+        self.datasets["train"] = _ClassSubsetFolder(train_dir, classes, self._transforms(True),
+                                                    self.cfg.get("max_per_class"))
         self.datasets["val"] = _ClassSubsetFolder(val_dir, classes, self._transforms(False))
         self.datasets["test"] = (self.datasets["val"] if test_dir == val_dir
                                  else _ClassSubsetFolder(test_dir, classes, self._transforms(False)))
@@ -158,21 +132,16 @@ class ImageNetDataModule(L.LightningDataModule):
     def describe(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.datasets.items()}
 
-    # -- batches -----------------------------------------------------------------------------------
-    def _pin(self) -> bool:
-        flag = self.cfg.get("pin_memory", "auto")
-        if flag == "auto":
-            return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return bool(flag)
-
     def _loader(self, split: str, train: bool) -> DataLoader:
-        workers = int(self.cfg["num_workers"])
+        workers, pin = int(self.cfg["num_workers"]), self.cfg.get("pin_memory", "auto")
+        if pin == "auto":
+            pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         extra = {"persistent_workers": bool(self.cfg.get("persistent_workers", True)),
                  "prefetch_factor": int(self.cfg.get("prefetch_factor", 2))} if workers > 0 else {}
         # under DDP Lightning swaps the sampler for a DistributedSampler: each process reads 1/devices of
         # the split (shuffled per epoch when training; evaluation pads the last shard with a few repeats)
         return DataLoader(self.datasets[split], batch_size=int(self.cfg["batch_size" if train else "eval_batch_size"]),
-                          shuffle=train, num_workers=workers, pin_memory=self._pin(), drop_last=False, **extra)
+                          shuffle=train, num_workers=workers, pin_memory=bool(pin), drop_last=False, **extra)
 
     def train_dataloader(self):
         return self._loader("train", True)
@@ -184,12 +153,10 @@ class ImageNetDataModule(L.LightningDataModule):
         return self._loader("test", False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        x, y = batch
-        x = x.float().div_(255)
+        x, y = batch[0].float().div_(255), batch[1]
         if self.pre["name"] == "standardize":
             if self._norm is None or self._norm[0].device != x.device:
-                mean = torch.tensor(self.cfg["mean"], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-                std = torch.tensor(self.cfg["std"], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-                self._norm = (mean, std)
+                self._norm = tuple(torch.tensor(self.cfg[k], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+                                   for k in ("mean", "std"))
             x = x.sub_(self._norm[0]).div_(self._norm[1])
         return x, y

@@ -1,9 +1,5 @@
-"""Batches sliced from tensors that already live on the training device (airbench-style).
-
-No workers, no collation, no host-to-device copies of images: each epoch is one permutation and
-``len(data) / batch_size`` index operations on the device. Lightning accepts any sized iterable as a
-dataloader.
-"""
+"""Batches sliced from tensors that already live on the training device (airbench-style): no workers, no
+collation, no host-to-device copies; each epoch is one permutation and ``len(data) / batch_size`` slices."""
 
 from __future__ import annotations
 
@@ -11,12 +7,12 @@ import torch
 
 
 class TensorBatches:
-    """(x, y) batches of ``batch_size`` in a fresh order each epoch (``shuffle``), else in order.
+    """(x, y) batches of ``batch_size``, in a fresh order each epoch (``shuffle``), else in order; a sized
+    iterable, which Lightning accepts as a dataloader.
 
     The order of epoch ``e`` is ``randperm`` from a CPU generator seeded by (seed, e): the same on every
-    device, and the same after a resume, because Lightning calls ``set_epoch(e)`` before each epoch
-    (through the ``sampler`` attribute, as it does for a DataLoader's sampler). Used outside Lightning,
-    each ``iter()`` moves on to the next epoch.
+    device, and after a resume, because Lightning calls ``sampler.set_epoch(e)`` before each epoch. Used
+    outside Lightning, each ``iter()`` moves on to the next epoch.
     """
 
     batch_sampler = None  # what Lightning looks for next to ``sampler``: none
@@ -29,8 +25,8 @@ class TensorBatches:
         self.epoch = 0
 
     @property
-    def sampler(self) -> "TensorBatches":
-        return self  # lightning's _set_sampler_epoch calls dataloader.sampler.set_epoch(epoch)
+    def sampler(self) -> TensorBatches:
+        return self
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -41,19 +37,13 @@ class TensorBatches:
 
     def order(self, epoch: int) -> torch.Tensor:
         """The permutation of epoch ``epoch`` (on the CPU)."""
-        g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
-        return torch.randperm(len(self.x), generator=g)
+        return torch.randperm(len(self.x), generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
 
     def __iter__(self):
-        order = None
-        if self.shuffle:
-            # non_blocking: no host sync on a GPU (a pageable source is staged before the call returns)
-            order = self.order(self.epoch).to(self.x.device, non_blocking=True)
+        # non_blocking: no host sync on a GPU (a pageable source is staged before the call returns)
+        order = self.order(self.epoch).to(self.x.device, non_blocking=True) if self.shuffle else None
         self.epoch += 1
         for i in range(len(self)):
-            if order is None:
-                sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-                yield self.x[sl], self.y[sl]
-            else:
-                idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-                yield self.x[idx], self.y[idx]
+            idx = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            idx = idx if order is None else order[idx]
+            yield self.x[idx], self.y[idx]

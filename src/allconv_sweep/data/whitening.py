@@ -1,9 +1,5 @@
-"""Global contrast normalization and ZCA whitening, as in pylearn2 (the Maxout paper's code).
-
-Both work on flattened images ``(N, D)`` in float64 for the fit (the 3072x3072 eigendecomposition) and
-float32 for applying. The fitted ZCA transform is cached on disk: the eigendecomposition runs once per
-(dataset, split, parameters).
-"""
+"""Global contrast normalization and ZCA whitening as in pylearn2 (the Maxout paper's code), on flattened
+images ``(N, D)``: fitted in float64, applied in float32, the fitted transform cached on disk."""
 
 from __future__ import annotations
 
@@ -61,11 +57,6 @@ class ZCA:
             torch.save({"mean": self.mean, "matrix": self.matrix, **({"key": key} if key else {})}, f)
 
     @classmethod
-    def load(cls, path: Path) -> "ZCA":
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(state["mean"], state["matrix"])
-
-    @classmethod
     def load_fitting(cls, path: Path, dim: int, key: str) -> "ZCA":
         """The transform cached in ``path`` if it fits ``dim``-pixel images and was fitted for ``key``, else
         ValueError saying what does not fit (a file of another set, version or tool is never applied)."""
@@ -85,12 +76,6 @@ class ZCA:
         return cls(state["mean"], state["matrix"])
 
 
-def cache_key(**parts) -> str:
-    """Stable short hash of everything that determines a fitted transform."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def fit_zca_cached(x_train: torch.Tensor, filter_bias: float, cache_dir: str | Path | None,
                    key_parts: dict) -> tuple[ZCA, bool]:
     """Fit ZCA on the (GCN'd) training split, or load it from the cache. Returns (zca, cache_hit)."""
@@ -99,7 +84,8 @@ def fit_zca_cached(x_train: torch.Tensor, filter_bias: float, cache_dir: str | P
     # The whole training array is hashed: any changed image means another whitening. sha256 of the 45k x
     # 3072 float32 GCN'd images (553 MB) takes ~1.5 s, next to the 3072^2 eigendecomposition it saves.
     fingerprint = hashlib.sha256(x_train.contiguous().numpy()).hexdigest()[:16]
-    key = cache_key(filter_bias=filter_bias, n=len(x_train), data=fingerprint, **key_parts)
+    parts = dict(filter_bias=filter_bias, n=len(x_train), data=fingerprint, **key_parts)
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"zca_{key_parts.get('dataset', 'data')}_{key}.pt"
     misfit = None
     if path.exists():

@@ -1,26 +1,18 @@
-"""Backprop, deconvnet and guided backpropagation: one backward pass that differs only at each ReLU.
-
-Springenberg et al. 2015, Section 5 (and Figure 1 of the paper). With ``f`` the ReLU's forward input and
-``R`` the signal arriving from the layer above, the signal passed further down is
+"""Backprop, deconvnet and guided backpropagation (paper, Section 5 and Figure 1): one backward pass that
+differs only at each ReLU. With ``f`` the ReLU's forward input and ``R`` the signal from the layer above:
 
     backprop (saliency):  R * (f > 0)
     deconvnet:            max(R, 0)             (ignores the forward pass)
     guided backprop:      max(R, 0) * (f > 0)
 
-Everything else is the ordinary gradient: transposed convolutions, the eval-mode BatchNorm scale, the
-global average, and for max-pooling the argmax "switches" of this very forward pass (autograd of
-``MaxPool2d`` routes the signal to the argmax, which is what the deconvnet of pooling networks does).
-
-The rule is applied by forward hooks on every ``nn.ReLU`` that replace its output with the same values
-computed by :class:`_RuleReLU`, whose backward is the rule. :func:`relu_rule` installs them and, on the
-way out (also after an exception), removes them and restores every module's train/eval mode and every
-parameter's ``requires_grad``: the model is left as it was found.
+Everything else is the ordinary gradient, including max-pooling's argmax "switches" of this very forward pass
+(what the deconvnet of pooling networks does).
 """
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
-from functools import partial
 from typing import Iterator, Sequence
 
 import torch
@@ -41,26 +33,15 @@ class _RuleReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, R: torch.Tensor):
         (f,) = ctx.saved_tensors
-        if ctx.rule == "backprop":
-            R_in = R * (f > 0)
-        elif ctx.rule == "deconvnet":
-            R_in = R.clamp(min=0)
-        else:  # guided_backprop
-            R_in = R.clamp(min=0) * (f > 0)
-        return R_in, None
-
-
-def _replace_output(module: nn.Module, inputs: tuple, output: torch.Tensor, rule: str) -> torch.Tensor:
-    return _RuleReLU.apply(inputs[0], rule)
+        R_in = R if ctx.rule == "backprop" else R.clamp(min=0)
+        return (R_in if ctx.rule == "deconvnet" else R_in * (f > 0)), None
 
 
 @contextmanager
 def relu_rule(net: nn.Module, rule: str) -> Iterator[nn.Module]:
-    """Within the block, ``net`` runs in eval mode and its ReLUs backpropagate by ``rule``.
-
-    Parameters are frozen (see :func:`evaluating`). On exit, normal or not, the hooks are removed and
-    every mode / ``requires_grad`` flag is put back.
-    """
+    """Within the block, ``net`` runs as in :func:`evaluating` and its ReLUs backpropagate by ``rule`` (a
+    forward hook replaces each output by the same values from :class:`_RuleReLU`); on exit, normal or not,
+    the hooks are removed."""
     if rule not in RULES:
         raise ValueError(f"rule={rule!r}; valid: {', '.join(RULES)}")
     relus = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.ReLU)]
@@ -72,7 +53,7 @@ def relu_rule(net: nn.Module, rule: str) -> Iterator[nn.Module]:
     with evaluating(net):
         try:
             for _, m in relus:
-                handles.append(m.register_forward_hook(partial(_replace_output, rule=rule)))
+                handles.append(m.register_forward_hook(lambda _m, inputs, _out: _RuleReLU.apply(inputs[0], rule)))
             with torch.enable_grad():  # a caller's no_grad() must not silently give no reconstruction
                 yield net
         finally:
@@ -105,13 +86,8 @@ def layer_names(net: nn.Sequential) -> list[str]:
 def activation_layer(net: nn.Sequential, layer: str) -> str:
     """The child whose output holds ``layer``'s activations: ``convN``/``bnN`` -> ``reluN`` when there is
     one (the feature map the next layer sees, as in the paper), else ``layer`` itself."""
-    children = dict(net.named_children())
-    for prefix in ("conv", "bn"):
-        if layer.startswith(prefix) and layer[len(prefix):].isdigit():
-            relu = "relu" + layer[len(prefix):]
-            if relu in children:
-                return relu
-    return layer
+    m = re.fullmatch(r"(conv|bn)(\d+)", layer)
+    return f"relu{m[2]}" if m and f"relu{m[2]}" in dict(net.named_children()) else layer
 
 
 def forward_to(net: nn.Sequential, x: torch.Tensor, layer: str) -> torch.Tensor:
@@ -123,38 +99,26 @@ def forward_to(net: nn.Sequential, x: torch.Tensor, layer: str) -> torch.Tensor:
     raise KeyError(layer)
 
 
-def unit_values(out: torch.Tensor, units: torch.Tensor,
-                positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image b: the activation of unit ``units[b]`` at ``positions[b]`` (row, col), or at its spatial
-    argmax when positions is None. Returns (values (B,), positions (B, 2); (0, 0) for a vector output)."""
-    b = torch.arange(out.shape[0], device=out.device)
-    maps = out[b, units.to(out.device)]
-    if maps.dim() == 1:  # a vector layer (fc, gap): the unit has one value
-        return maps, torch.zeros(len(b), 2, dtype=torch.long, device=out.device)
-    flat = maps.flatten(1)
-    w = maps.shape[-1]
-    if positions is None:
-        idx = flat.argmax(dim=1)
-    else:
-        positions = positions.to(out.device)
-        idx = positions[:, 0] * w + positions[:, 1]
-    return flat.gather(1, idx[:, None]).squeeze(1), torch.stack([idx // w, idx % w], dim=1)
-
-
 def reconstruct(net: nn.Sequential, x: torch.Tensor, layer: str, units: Sequence[int] | torch.Tensor,
                 rule: str, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Project one unit per image back to the input by ``rule``.
+    """Project one unit per image back to the input by ``rule``: the signal starts as 1 at that one
+    activation and 0 everywhere else.
 
-    x: (B, C, H, W) on the net's device; layer: a child name of ``net`` (its output is used as is);
-    units: (B,) channel per image; positions: (B, 2) spatial position per image, or None for each
-    unit's spatial argmax. The signal starts as 1 at that one activation and 0 everywhere else.
-    Returns (reconstruction like x, activation values (B,), positions (B, 2)).
+    x: (B, C, H, W) on the net's device; layer: a child name of ``net`` (its output is used as is); units: (B,)
+    channel per image; positions: (B, 2) row/col per image, or None for each unit's spatial argmax.
+    Returns (reconstruction like x, activation values (B,), positions (B, 2); (0, 0) for a vector layer).
     """
     units = torch.as_tensor(units, dtype=torch.long)
     with relu_rule(net, rule):
         x = x.detach().clone().requires_grad_(True)
         out = forward_to(net, x, layer)
-        values, pos = unit_values(out, units, positions)
+        maps = out[torch.arange(len(out), device=out.device), units.to(out.device)]
+        if maps.dim() == 1:  # a vector layer (fc, gap): the unit has one value
+            values, pos = maps, torch.zeros(len(maps), 2, dtype=torch.long, device=out.device)
+        else:
+            w, flat = maps.shape[-1], maps.flatten(1)
+            idx = flat.argmax(dim=1) if positions is None else (positions[:, 0] * w + positions[:, 1]).to(out.device)
+            values, pos = flat.gather(1, idx[:, None]).squeeze(1), torch.stack([idx // w, idx % w], dim=1)
         # eval mode keeps images independent, so one backward of the sum seeds each image's own unit
         (grad,) = torch.autograd.grad(values.sum(), x)
     return grad.detach(), values.detach(), pos

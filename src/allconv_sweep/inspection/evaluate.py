@@ -1,12 +1,6 @@
-"""python -m allconv_sweep.evaluate ckpt=<path>: score a checkpoint on its test split.
-
-The network, the data and its preprocessing come from the config the checkpoint carries (weights only:
-a checkpoint is data, never code). `data.root=`, `data.verify=` or `data=<name>` change where the data
-comes from. Prints the table and writes eval.json (test accuracy and error, top-5 where it applies, the
-checkpoint's result key) into the command's own folder (outputs/evaluate/<date>/<time>/). For a run's
-last.ckpt the test accuracy is that run's metrics.json test accuracy, exactly: the same weights, data,
-batches and kernels.
-"""
+"""python -m allconv_sweep.evaluate ckpt=<path>: score a checkpoint on its test split (conf/evaluate.yaml).
+For a run's last.ckpt the test accuracy is that run's metrics.json test accuracy, exactly: the same weights,
+data, batches and kernels."""
 
 from __future__ import annotations
 
@@ -31,9 +25,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     from allconv_sweep import runs
     from allconv_sweep.console import console
-    from allconv_sweep.inspection.device import device_from
+    from allconv_sweep.inspection.inputs import data_module, device_from
     from allconv_sweep.model.module import load_checkpoint
-    from allconv_sweep.training.components import datamodule_from
     from allconv_sweep.training.precision import resolve
 
     t0 = time.perf_counter()
@@ -48,26 +41,23 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             raise UserError(f"data={data['name']} has {data['num_classes']} classes but the checkpoint's network "
                             f"has {model.num_classes}; valid: a data set with {model.num_classes} classes")
         run_cfg["data"] = data
-    run_cfg["data"] = {**run_cfg["data"], **changes}
-    if cfg.cache_dir:
-        run_cfg["paths"] = {**run_cfg.get("paths", {}), "cache_dir": cfg.cache_dir}
-    datamodule = datamodule_from(run_cfg)
+    datamodule = data_module(run_cfg, changes, cfg.cache_dir)
     datamodule.prepare_data()
     datamodule.setup()
     accelerator = "gpu" if device.type == "cuda" else "cpu"
-    devices = [device.index] if device.index is not None else 1
     precision = resolve(str((run_cfg.get("trainer") or {}).get("precision", "32-true")), accelerator).precision
-    trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False,
-                        precision=precision, enable_model_summary=False,
-                        enable_progress_bar=False, enable_checkpointing=False)
+    trainer = L.Trainer(accelerator=accelerator, devices=[device.index] if device.index is not None else 1,
+                        logger=False, precision=precision, enable_model_summary=False, enable_progress_bar=False,
+                        enable_checkpointing=False)
     if hasattr(datamodule, "use_device"):
         datamodule.use_device(trainer.strategy.root_device)
     scores = trainer.test(model, datamodule=datamodule, verbose=False)[0]
     acc, top5 = scores.get("test/acc"), scores.get("test/acc_top5")
+    data = {**run_cfg["data"], **changes}
     record = {"ckpt": str(Path(cfg.ckpt).resolve()), "result_key": model.hparams.get("result_key"),
-              "model": run_cfg["model"].get("name"), "data": run_cfg["data"].get("name"),
-              "data_root": run_cfg["data"].get("root"), "test_size": datamodule.describe().get("test"),
-              "test_acc": acc, "test_error": None if acc is None else 1 - acc, "test_acc_top5": top5,
+              "model": run_cfg["model"].get("name"), "data": data.get("name"), "data_root": data.get("root"),
+              "test_size": datamodule.describe().get("test"), "test_acc": acc,
+              "test_error": None if acc is None else 1 - acc, "test_acc_top5": top5,
               "test_live_fraction": scores.get("test/live_fraction"), "device": str(trainer.strategy.root_device),
               "precision": str(trainer.precision), "wall_time_s": time.perf_counter() - t0,
               "versions": runs.versions()}
@@ -80,9 +70,8 @@ def _print(r: dict, console) -> None:
     from rich.table import Table
 
     t = Table(title=f"{r['model']} on {r['data']} (test split, {r['test_size']:,} images)")
-    t.add_column("")
-    t.add_column("accuracy", justify="right")
-    t.add_column("error", justify="right")
+    for column, justify in (("", "left"), ("accuracy", "right"), ("error", "right")):
+        t.add_column(column, justify=justify)
     t.add_row("top-1", f"{100 * r['test_acc']:.2f}%", f"{100 * r['test_error']:.2f}%")
     if r.get("test_acc_top5") is not None:
         t.add_row("top-5", f"{100 * r['test_acc_top5']:.2f}%", f"{100 * (1 - r['test_acc_top5']):.2f}%")
