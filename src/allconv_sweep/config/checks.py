@@ -1,10 +1,9 @@
-"""Command-line overrides checked before Hydra runs (the config part; allconv_sweep.cli adds the folders),
-so that a wrong choice, a typo'd key or an unwritable output folder is one line that names the value and
-what would be valid (Hydra's own messages span a dozen lines and end in a stack-trace hint)."""
+"""Command-line overrides checked before Hydra runs (the config part; allconv_sweep.cli adds the folders): a
+wrong choice or a typo'd key is one line naming the value and what would be valid (Hydra's own messages span
+a dozen lines)."""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,24 +11,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from allconv_sweep.config.compose import compose, user_error, validate
 from allconv_sweep.config.files import group_options
+from allconv_sweep.config.schema import did_you_mean
 from allconv_sweep.errors import UserError
 
 
 @dataclass
 class Checked:
-    """What the pre-check found: the composed config and its identity, the output folders the command will
-    write (probed by the caller, once the config is known good: a refused command writes no folder), the
-    single run's folder, and whether it is a multirun."""
+    """The composed config, its identity, the folders the command writes, the single run's, multirun or not."""
     cfg: DictConfig
     ident: dict
     folders: list[Path]
     run_dir: Path | None
     multirun: bool
-
-
-def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1)
-    return f"did you mean {close[0]}? " if close else ""
 
 
 def check_config(args: list[str]) -> Checked:
@@ -51,21 +44,18 @@ def check_config(args: list[str]) -> Checked:
         if key == "sweep" and not text.startswith("+"):  # sweeps are not a default group: they are added
             raise UserError(f"{text}: a sweep is added to the run, not chosen: use +{text}")
         if key.startswith("hydra."):
-            if key in ("hydra.run.dir", "hydra.sweep.dir") and not o.is_sweep_override():
-                value = str(o.value())  # parsed: Lightning's DDP re-launch passes the dir quoted
-                if "${" not in value:
-                    folders.append(Path(value).expanduser().resolve())
-                    if key == "hydra.run.dir":
-                        run_dir = Path(value).expanduser().resolve()
+            value = str(o.value())  # parsed: Lightning's DDP re-launch passes the dir quoted
+            if key in ("hydra.run.dir", "hydra.sweep.dir") and not o.is_sweep_override() and "${" not in value:
+                folders.append(Path(value).expanduser().resolve())
+                run_dir = folders[-1] if key == "hydra.run.dir" else run_dir
             continue
         options = group_options(key.split("@")[0])
         if options is not None:
             for v in values:
                 if v not in options and v != "null":
-                    raise UserError(f"{key}={v}: no such {key}; {_suggest(v, options)}valid: {', '.join(options)}")
+                    raise UserError(f"{key}={v}: no such {key}; {did_you_mean(v, options)}valid: {', '.join(options)}")
         if not o.is_sweep_override() and not o.is_delete():
             simple.append(text)
-    # the keys: compose with the (non-sweep) overrides and say which key does not exist
     try:
         cfg = compose([s for s in simple if not s.startswith("~")])  # +sweep=... adds the sweep.* keys
     except Exception as e:  # noqa: BLE001
@@ -81,15 +71,10 @@ def check_config(args: list[str]) -> Checked:
 
 
 def _unknown_key(key: str, simple: list[str]) -> str:
-    cfg = compose([s for s in simple if "=" in s and s.split("=")[0].lstrip("+").split(".")[0] in _groups_only(s)])
+    cfg = compose([s for s in simple if "=" in s and group_options(s.split("=")[0].lstrip("+")) is not None])
     parent, _, leaf = key.rpartition(".")
     node = OmegaConf.select(cfg, parent) if parent else cfg
     if isinstance(node, DictConfig):
         valid = [str(k) for k in node.keys()]
-        return f"{key}: no such key; {_suggest(leaf, valid)}valid keys{' in ' + parent if parent else ''}: {', '.join(valid)}"
+        return f"{key}: no such key; {did_you_mean(leaf, valid)}valid keys{' in ' + parent if parent else ''}: {', '.join(valid)}"
     return f"{key}: no such key ({parent or 'the config'} has no such entry)"
-
-
-def _groups_only(text: str) -> set[str]:
-    key = text.split("=")[0].lstrip("+")
-    return {key} if group_options(key) is not None else set()

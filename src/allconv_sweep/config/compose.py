@@ -1,17 +1,44 @@
-"""Composing our configs without @hydra.main, validating them (the one validation), building a node, and
-the one-line text of a config error."""
+"""Composing our configs without @hydra.main (and what that needs: register), the one validation, building a
+node, and the one-line text of a config error."""
 
 from __future__ import annotations
 
+import getpass
+import os
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
+from allconv_sweep.config import files, schema
 from allconv_sweep.config import identity as identity_mod
-from allconv_sweep.config.files import config_dir
-from allconv_sweep.config.resolvers import register
+from allconv_sweep.config.schema import TrainerConf, did_you_mean, is_seed
 from allconv_sweep.errors import UserError
+
+# The nodes whose options carry a schema with range checks (paths and tracking have none)
+SCHEMA_NODES = ("model", "data", "preprocess", "augment", "optimizer", "scheduler", "trainer", "launcher",
+                "callbacks.divergence", "callbacks.nonfinite", "logger.wandb")
+
+
+def register() -> None:
+    """The schema in Hydra's ConfigStore and the ${allconv.*:} resolvers: idempotent, never an import's side
+    effect (compose(), the entry point and the search-path plugin of every Hydra app here call it)."""
+    schema.register()
+    resolvers = {
+        # the override keys a sweep's folder names leave out: the keys that cannot change a result
+        "allconv.dirname_excludes": lambda: list(files.dirname_exclude_keys()),
+        "allconv.safe_dirname": lambda name: files.safe_dirname(str(name)),  # a job stays in its sweep folder
+        "allconv.groups_help": files.groups_help,
+        # launcher=slurm: gpus_per_job=0 is a CPU job of one task (not 0 devices, 0 tasks)
+        "allconv.at_least_one": lambda n: max(1, int(n)),
+        "allconv.accelerator_for": lambda gpus: "gpu" if int(gpus) > 0 else "cpu",
+        "allconv.user": getpass.getuser,  # launcher=gpus: one lease folder per user
+        "allconv.abspath": lambda p: os.path.abspath(str(p)),
+    }
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def compose(overrides: list[str] | None = None, return_hydra_config: bool = False) -> DictConfig:
@@ -22,20 +49,12 @@ def compose(overrides: list[str] | None = None, return_hydra_config: bool = Fals
 
     register()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(files.config_dir()), version_base="1.3"):
         return hydra_compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
-
-
-# The groups whose options carry a schema (allconv_sweep/config/schema.py), and nodes inside groups that do.
-# (paths and tracking have types but no range checks, and values that exist only inside a Hydra run.)
-SCHEMA_NODES = ("model", "data", "preprocess", "augment", "optimizer", "scheduler", "trainer", "launcher",
-                "callbacks.divergence", "callbacks.nonfinite", "logger.wandb")
 
 
 def user_error(e: BaseException) -> UserError:
     """One line for what Hydra and OmegaConf raise about a config: the key, the value, what is valid."""
-    from omegaconf.errors import ValidationError
-
     if isinstance(e, UserError):
         return e
     chain, cause = [], e
@@ -47,12 +66,10 @@ def user_error(e: BaseException) -> UserError:
             key = getattr(c, "full_key", None) or "a value"
             first = str(c).splitlines()[0]
             if "expected one of" in first:  # an Enum choice: name the closest one
-                import difflib
                 value = first.split("'")[1] if "'" in first else ""
                 options = first.split("[", 1)[1].rstrip("]").split(", ") if "[" in first else []
-                close = difflib.get_close_matches(value, options, n=1)
-                hint = f"did you mean {close[0]}? " if close else ""
-                return UserError(f"{key}={value}: no such option; {hint}valid: {', '.join(options)}")
+                return UserError(f"{key}={value}: no such option; {did_you_mean(value, options)}"
+                                 f"valid: {', '.join(options)}")
             return UserError(f"{key}: {first}")
         if isinstance(c, ValueError) and str(c).split(":")[0].count("=") == 1:  # a schema's range check
             return UserError(str(c).splitlines()[0])
@@ -63,60 +80,39 @@ def user_error(e: BaseException) -> UserError:
 
 def _interpolation_error(e: BaseException) -> UserError:
     """One line for a config value that cannot be resolved (an unset ${oc.env:...}, a loop)."""
-    key = getattr(e, "full_key", None)
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
     first = first.split("raised while resolving interpolation: ")[-1].strip('"')
     if isinstance(e, RecursionError):
         first = "it refers to itself"
-    return UserError(f"{key or 'the config'}: cannot resolve its value ({first})")
+    return UserError(f"{getattr(e, 'full_key', None) or 'the config'}: cannot resolve its value ({first})")
 
 
-def identity(cfg: DictConfig) -> dict:
-    """config.identity.identity, with unresolvable values (an unset env variable, a loop) as one-line errors."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        return identity_mod.identity(cfg)
-    except (OmegaConfBaseException, RecursionError) as e:
-        raise _interpolation_error(e) from None
-
-
-def _placeholders(cfg: DictConfig) -> DictConfig:
-    """A copy in which neutral values that exist only inside a Hydra run (${hydra:runtime.output_dir},
-    ${hydra:job.override_dirname}) read "<set by Hydra>", so the schemas of nodes that refer to them
-    (a logger's save_dir) can be checked before the run, in the CLI's pre-check and the sweep planner."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    is_neutral = identity_mod.is_neutral
-    cfg = cfg.copy()
-
-    def walk(node: DictConfig, prefix: str) -> None:
-        for k in list(node.keys()):
-            key = f"{prefix}.{k}" if prefix else str(k)
-            child = node._get_node(k)
-            if isinstance(child, DictConfig):
-                if not child._is_none() and not child._is_interpolation():
-                    walk(node[k], key)
-            elif is_neutral(key) and OmegaConf.is_interpolation(node, k):
-                try:
-                    node[k]
-                except OmegaConfBaseException:
-                    with open_dict(node):
-                        node[k] = "<set by Hydra>"
-
-    walk(cfg, "")
-    return cfg
+def _placeholders(node: DictConfig, prefix: str = "") -> DictConfig:
+    """A copy in which neutral values that exist only inside a Hydra run (${hydra:runtime.output_dir}) read
+    "<set by Hydra>", so that the schemas of nodes that refer to them (a logger's save_dir) can be checked."""
+    node = node.copy() if not prefix else node
+    for k in list(node.keys()):
+        key = f"{prefix}.{k}" if prefix else str(k)
+        child = node._get_node(k)
+        if isinstance(child, DictConfig):
+            if not child._is_none() and not child._is_interpolation():
+                _placeholders(node[k], key)
+        elif identity_mod.is_neutral(key) and OmegaConf.is_interpolation(node, k):
+            try:
+                node[k]
+            except OmegaConfBaseException:
+                with open_dict(node):
+                    node[k] = "<set by Hydra>"
+    return node
 
 
 def validate(cfg: DictConfig) -> dict[str, Any]:
-    """The one validation, after composition (the CLI, the sweep planner, train() and tests call it):
-    every value that decides the result resolves, and every schema's range checks pass. Returns the run's
-    identity (config.identity.identity), which the resolving computed."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    from allconv_sweep.config.schema import RunConf, TrainerConf
-
-    ident = identity(cfg)
+    """The one validation after composition (CLI, sweep planner, train()): every value that decides the result
+    resolves and every schema's checks pass. Returns the run's identity."""
+    try:
+        ident = identity_mod.identity(cfg)
+    except (OmegaConfBaseException, RecursionError) as e:
+        raise _interpolation_error(e) from None
     cfg = _placeholders(cfg)
     try:
         for path in SCHEMA_NODES:
@@ -125,9 +121,11 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
                 built = OmegaConf.to_object(node)  # builds the dataclasses: their __post_init__ checks run
                 if isinstance(built, TrainerConf):
                     built.check_added()
-                    if _runs_here(cfg):
+                    # launcher=slurm's jobs run on the cluster's nodes: a login node without GPUs plans them
+                    if OmegaConf.select(cfg, "launcher.name", default=None) != "slurm" or "SLURM_JOB_ID" in os.environ:
                         built.check_machine()
-        RunConf(seed=cfg.seed, resume=cfg.resume, finetune_from=cfg.finetune_from, print_config=cfg.print_config)
+        if not is_seed(cfg.seed):
+            raise UserError(f"seed={cfg.seed!r}: must be an integer in [0, 2^32)")
     except (OmegaConfBaseException, ValueError, RecursionError) as e:
         raise user_error(e) from None
     if cfg.finetune_from is not None and not Path(cfg.finetune_from).is_file():
@@ -135,26 +133,16 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     return ident
 
 
-def _runs_here(cfg: DictConfig) -> bool:
-    """Whether the run (each job) runs on this machine: not so for launcher=slurm's jobs until they run in
-    their SLURM job (a login node without GPUs plans a sweep of GPU jobs)."""
-    import os
-
-    return OmegaConf.select(cfg, "launcher.name", default=None) != "slurm" or "SLURM_JOB_ID" in os.environ
-
-
 def build(node, /, **kwargs):
-    """hydra.utils.instantiate, but a component's own one-line UserError (bad data, an unsupported
-    combination) comes out as itself, not wrapped in Hydra's multi-line InstantiationException."""
+    """hydra.utils.instantiate, but a component's own UserError comes out as itself (not Hydra's wrapper)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, UserError):
-            raise cause from None
+        if isinstance(e.__cause__, UserError):
+            raise e.__cause__ from None
         raise
 
 

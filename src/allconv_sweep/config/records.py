@@ -1,26 +1,25 @@
-"""Records of runs (checkpoints, run folders, sweep folders) read as data, never run: the one place
-every reader of such a file goes through.
+"""Records of runs (checkpoints, run folders, sweep folders) read as data, never run: the one place every
+reader of such a file goes through.
 
-A checkpoint's stored config, a run folder's .hydra/config.yaml and overrides.yaml, and the overrides a
-sweep folder's metrics.json recorded were written by this tool, but anyone can edit them. What a caller
-needs from them is rebuilt through the project's own composition (conf/ + the schema): the groups are
-chosen by name among the options that exist in conf/, and only the values are taken from the file,
-assigned into our composed (typed) nodes, so OmegaConf checks each against the schema. Nothing the file
-says about what to build (`_target_`, `_partial_`, `_args_`, any `_..._` key) is used unless it equals
-ours; no added (`+`, `++`) or deleted (`~`) entries, no Hydra settings, no option that conf/ lacks. Any
-such content is refused in one line naming the file and the key (UserError: exit 2), before anything of
-it runs.
+A checkpoint's stored config, a run folder's .hydra files and a sweep's recorded overrides were written by this
+tool, but anyone can edit them. What a caller needs is rebuilt through our own composition (conf/ + the
+schema): groups chosen by name among conf/'s options, only the values taken from the file and assigned into
+our typed nodes. Nothing the file says about what to build (`_target_`, any `_..._` key) is used unless it
+equals ours; no added (`+`, `++`) or deleted (`~`) entries, no Hydra settings, no option conf/ lacks. Any
+such content is refused in one line naming the file and the key (UserError: exit 2), before any of it runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
+from allconv_sweep.config import files
+from allconv_sweep.config.schema import is_seed
 from allconv_sweep.errors import UserError
 
 REFUSED = "refused: checkpoints and run folders are read as data, never run"
@@ -29,11 +28,9 @@ REFUSED = "refused: checkpoints and run folders are read as data, never run"
 NAMED_GROUPS = ("model", "data", "preprocess", "augment")
 # Nodes taken from our default composition, their values from the record (trainer=ddp has default's keys).
 VALUE_NODES = ("trainer",)
-# What a reader of a stored run config gets: the network, the data and how it is prepared, the seed,
-# the precision and the whitening cache. Every other node of the record is never read.
+# What a reader of a stored run config gets; every other node of the record is never read.
 RUN_NODES = NAMED_GROUPS + VALUE_NODES + ("paths", "seed")
 
-_MISSING = object()
 _INTERPOLATION = "${"
 
 
@@ -51,70 +48,50 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-# ----------------------------------------------------------------------------------------- composing
-
 def group_options(group: str) -> Optional[list[str]]:
-    """The options of a config group (config.files.group_options); None if it is no group, and for a key
-    that is no plain group name (a record's `../x` never looks outside conf/)."""
-    from allconv_sweep.config import files
-
+    """files.group_options; None for no plain group name (a record's `../x` never looks outside conf/)."""
     if not group or "/" in group or "\\" in group or group.startswith("."):
         return None
     return files.group_options(group)
 
 
-@contextlib.contextmanager
-def _keep_global_hydra() -> Iterator[None]:
-    """config.compose() re-initializes Hydra's global state; a reader called inside a running Hydra app
-    (the sweep planner, evaluate) gets it back as it was."""
+def _compose(overrides: list[str]) -> DictConfig:
+    """config.compose(), Hydra's global state kept for a reader inside a running app (planner, evaluate)."""
     from hydra.core.global_hydra import GlobalHydra
+
+    from allconv_sweep.config.compose import compose
 
     saved = GlobalHydra.instance().hydra
     try:
-        yield
+        return compose(overrides)
     finally:
         GlobalHydra.instance().hydra = saved
 
 
-def _compose(overrides: list[str]) -> DictConfig:
-    from allconv_sweep.config.compose import compose
-
-    with _keep_global_hydra():
-        return compose(overrides)
-
-
-# ------------------------------------------------------------------------------- a stored run config
-
-def _check_plain(value: Any, key: str, source: Any) -> None:
-    """A value from a file is plain data: scalars, lists and string-keyed mappings of them, no key that
-    tells Hydra what to build, no interpolation (a record's config is stored resolved)."""
-    if value is None or isinstance(value, (bool, int, float)):
-        return
-    if isinstance(value, str):
-        if _INTERPOLATION in value:
-            raise _refuse(source, f"key {key} = {_short(value)} is an interpolation (a record holds resolved values)")
-        return
+def _check_plain(value: Any, key: str, source: Any, override: str = "") -> None:
+    """Plain data: scalars, lists and string-keyed mappings of them; no `_..._` key, no interpolation.
+    `override`: the recorded override whose value it is (a resolver in it would run when a job resolves it)."""
+    if isinstance(value, str) and _INTERPOLATION in value:
+        raise _refuse(source, f"{override}: its value holds an interpolation (a record holds plain values)" if override
+                      else f"key {key} = {_short(value)} is an interpolation (a record holds resolved values)")
     if isinstance(value, (list, tuple, ListConfig)):
         for i, v in enumerate(value):
-            _check_plain(v, f"{key}[{i}]", source)
-        return
-    if isinstance(value, (Mapping, DictConfig)):
+            _check_plain(v, f"{key}[{i}]", source, override)
+    elif isinstance(value, (Mapping, DictConfig)):
         for k, v in value.items():
             if not isinstance(k, str):
                 raise _refuse(source, f"key {key}.{k!r} is not a config key")
             if is_special(k):
-                raise _refuse(source, f"key {key}.{k} = {_short(v)} is not what this tool builds (it builds "
-                                      f"nothing there)")
-            _check_plain(v, f"{key}.{k}", source)
-        return
-    raise _refuse(source, f"key {key} holds a {type(value).__name__}, not a config value")
+                raise _refuse(source, f"{override}: its value holds {k} (this tool builds nothing from a value)"
+                              if override else f"key {key}.{k} = {_short(v)} is not what this tool builds (it builds "
+                                               f"nothing there)")
+            _check_plain(v, f"{key}.{k}", source, override)
+    elif value is not None and not isinstance(value, (bool, int, float, str)):
+        raise _refuse(source, f"key {key} holds a {type(value).__name__}, not a config value")
 
 
 def _assign(ours: DictConfig, stored: Mapping, path: str, source: Any) -> None:
-    """Stored values into our composed node: keys it has, values its schema accepts, `_..._` keys only
-    when they equal ours (ours is kept either way)."""
-    from omegaconf.errors import OmegaConfBaseException
-
+    """Stored values into our composed node: keys it has, values its schema accepts, `_..._` keys if ours."""
     if not isinstance(stored, Mapping):
         raise _refuse(source, f"key {path} = {_short(stored)} is not a config node")
     # what to build first: the refusal names a foreign _target_ rather than the keys that come with it
@@ -123,9 +100,8 @@ def _assign(ours: DictConfig, stored: Mapping, path: str, source: Any) -> None:
         if not isinstance(k, str):
             raise _refuse(source, f"key {path}.{k!r} is not a config key")
         if is_special(k):
-            mine = ours[k] if k in ours else _MISSING
-            if mine is _MISSING or v != mine:
-                builds = f"this tool builds {mine}" if mine is not _MISSING else "it builds nothing there"
+            if k not in ours or v != ours[k]:
+                builds = f"this tool builds {ours[k]}" if k in ours else "it builds nothing there"
                 raise _refuse(source, f"key {key} = {_short(v)} is not what this tool builds ({builds})")
             continue
         if k not in ours:
@@ -144,12 +120,8 @@ def _assign(ours: DictConfig, stored: Mapping, path: str, source: Any) -> None:
 
 
 def run_config_from_record(stored: Any, source: Any) -> DictConfig:
-    """The run config a caller needs from a record's stored (resolved) config: model, data, preprocess,
-    augment, trainer, seed and paths.cache_dir, rebuilt through our composition with the record's values.
-    The groups are the conf/ options the record names; one-line UserError naming `source` and the key
-    for anything else. Nothing is instantiated here: a caller builds what it needs from our nodes."""
-    from omegaconf.errors import OmegaConfBaseException
-
+    """RUN_NODES of a record's stored config, rebuilt as our composition of the options it names, its values
+    assigned (nothing is instantiated here)."""
     if not isinstance(stored, Mapping):
         raise _refuse(source, f"its config is a {type(stored).__name__}, not a config")
     if "hydra" in stored:
@@ -181,10 +153,9 @@ def run_config_from_record(stored: Any, source: Any) -> DictConfig:
     if isinstance(paths, Mapping) and "cache_dir" in paths:
         _assign(ours.paths, {"cache_dir": paths["cache_dir"]}, "paths", source)
     if "seed" in stored:
-        seed = stored["seed"]
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-            raise _refuse(source, f"key seed = {_short(seed)} is not an integer in [0, 2^32)")
-        ours.seed = seed
+        if not is_seed(stored["seed"]):
+            raise _refuse(source, f"key seed = {_short(stored['seed'])} is not an integer in [0, 2^32)")
+        ours.seed = stored["seed"]
     try:  # the schema's range checks, as for a run's own config
         for node in NAMED_GROUPS + VALUE_NODES:
             if OmegaConf.get_type(ours[node]) not in (dict, None):
@@ -195,21 +166,15 @@ def run_config_from_record(stored: Any, source: Any) -> DictConfig:
     return ours
 
 
-# ------------------------------------------------------------------------------- recorded overrides
-
 def overrides_from_record(overrides: Any, source: Any) -> list[str]:
-    """Overrides a run recorded (metrics.json, sweep.json, .hydra/overrides.yaml), checked before they are
-    composed again (+sweep=seeds / final): each one a plain `key=value` of a key our composition has, or
-    a group choice that exists in conf/; `+sweep=<sweep>` is the one added group (every sweep job records
-    it). Refused in one line naming `source` and the override: adding (`+`, `++`) or deleting (`~`)
-    entries, Hydra's settings (hydra.*), sweeps of values, options conf/ lacks, and `_..._` keys in keys
-    or values. Returns the overrides unchanged."""
+    """Recorded overrides (metrics.json, sweep.json, .hydra/overrides.yaml), checked before +sweep=seeds or final
+    compose them again: each sets a key we have or chooses an option conf/ has; +sweep=<sweep> is the one add."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if not isinstance(overrides, (list, tuple)) or not all(isinstance(o, str) for o in overrides):
         raise _refuse(source, f"overrides = {_short(overrides)} is not a list of key=value strings")
     parser = OverridesParser.create()
-    checked: list[str] = []
+    parsed = []
     for text in overrides:
         try:
             (o,) = parser.parse_overrides([text])
@@ -228,7 +193,7 @@ def overrides_from_record(overrides: Any, source: Any) -> list[str]:
             raise _refuse(source, f"{what} is a sweep of several values")
         if any(is_special(part) for part in re.split(r"[./]", key)):
             raise _refuse(source, f"{what} sets a key that tells Hydra what to build")
-        if _says_where(key):
+        if key.split(".")[-1] in WHERE_LEAVES:
             raise _refuse(source, f"{what} says where a job writes; a job built from a record writes into its "
                                   f"own folder of the sweep")
         value = o.value()
@@ -241,122 +206,64 @@ def overrides_from_record(overrides: Any, source: Any) -> list[str]:
         elif key == "sweep" or o.is_add():
             raise _refuse(source, f"{what} adds an entry of the config")
         else:
-            _check_value(value, what, source)
-        checked.append(text)
-    _compose_overrides(checked, source)
-    return list(overrides)
-
-
-# Keys that say where a run writes its folder, checkpoints or logs: a job built from a record writes into
-# its own folder of the sweep, never into (or over) another's. (paths.cache_dir stays: the whitening cache
-# is a file named by its content's key, read weights-only and refitted when it does not fit.)
-WHERE_LEAVES = ("output_dir", "dirpath", "save_dir", "lease_dir")
-
-
-def _says_where(key: str) -> bool:
-    return key.split(".")[-1] in WHERE_LEAVES
-
-
-def _check_value(value: Any, what: str, source: Any) -> None:
-    if isinstance(value, str) and _INTERPOLATION in value:  # a resolver (oc.decode, oc.env, ...) would run
-        raise _refuse(source, f"{what}: its value holds an interpolation (a record holds plain values)")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if is_special(k):
-                raise _refuse(source, f"{what}: its value holds {k} (this tool builds nothing from a value)")
-            _check_value(v, what, source)
-    elif isinstance(value, list):
-        for v in value:
-            _check_value(v, what, source)
-
-
-def _compose_overrides(overrides: Sequence[str], source: Any) -> None:
-    """Every recorded key exists in our composition and every value has the schema's type."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        _compose(list(overrides))
+            _check_plain(value, key, source, override=what)
+        parsed.append(o)
+    try:  # every recorded key exists in our composition and every value has the schema's type
+        _compose([o.input_line for o in parsed])
     except Exception as e:  # noqa: BLE001 - Hydra's and OmegaConf's multi-line errors: one line here
         message = " ".join(str(e).split())
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
         culprit = next((o.input_line for o in parsed if f"'{o.key_or_group}'" in message
                         or f"{o.key_or_group}" in message.split(" ")), None)
         what = f"override {culprit!r}" if culprit else "its overrides"
         raise _refuse(source, f"{what} do not compose with this tool's config ({message[:200]})") from None
+    return list(overrides)
 
 
-# ----------------------------------------------------------------------------- values of a run folder
-
-_REFERENCE = re.compile(r"^\$\{([A-Za-z0-9_.]+)\}$")
-
-
-def _lookup(tree: Any, dotted: str) -> Any:
-    node = tree
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
+# Keys that say where a run writes: a job built from a record writes into its own folder of the sweep. (Not
+# paths.cache_dir: the whitening cache is named by its content's key, read weights-only, refitted if it differs.)
+WHERE_LEAVES = ("output_dir", "dirpath", "save_dir", "lease_dir")
 
 
 def _plain_value(tree: Any, dotted: str, depth: int = 0) -> Any:
-    """A scalar of the file's tree: literal, or a reference to another of its keys (${sweep.name});
-    anything needing a resolver (${oc.env:...}, ${hydra:...}) is unknown here (None)."""
-    value = _lookup(tree, dotted)
+    """A literal, or a reference to another key (${sweep.name}); None: absent, or it needs a resolver."""
+    value = tree
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
     if isinstance(value, str) and _INTERPOLATION in value:
-        match = _REFERENCE.match(value.strip())
+        match = re.fullmatch(r"\$\{([A-Za-z0-9_.]+)\}", value.strip())
         if match is None or depth > 8:
             return None
         return _plain_value(tree, match.group(1), depth + 1)
     return value
 
 
-def read_config_file(path: str | Path) -> Optional[dict]:
-    """A run folder's .hydra/config.yaml as plain data (YAML only, nothing resolved or built); None when
-    absent or unreadable (a half-written file)."""
+def _load(path: str | Path) -> Any:
+    """A YAML file of a run folder as plain data (nothing resolved); None when absent or half-written."""
     path = Path(path)
     if not path.is_file():
         return None
     try:
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except Exception:  # noqa: BLE001 - a half-written file: treat as absent
         return None
-    return data if isinstance(data, dict) else None
 
 
-def config_values(path: str | Path, keys: Mapping[str, type | tuple[type, ...]],
-                  required: bool = False) -> dict[str, Any]:
-    """The values of `keys` ({dotted key: type}) in a run folder's .hydra/config.yaml: read as data,
-    each of its type (int is a float too); None when absent, unknown, or (required=False) of another
-    type. required=True: a missing or mistyped value is a one-line UserError naming the file and key."""
-    tree = read_config_file(path)
-    if tree is None and required:
-        raise UserError(f"{path}: missing or not a config file")
+def config_values(path: str | Path, keys: Mapping[str, type]) -> dict[str, Any]:
+    """The values of `keys` ({dotted key: type}) in a run folder's .hydra/config.yaml, read as data: each of
+    its type (an int is a float too), else None (absent, of another type, or needing a resolver)."""
+    tree = _load(path)
     out: dict[str, Any] = {}
     for key, kind in keys.items():
-        value = None if tree is None else _plain_value(tree, key)
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        ok = value is not _MISSING and value is not None and not (isinstance(value, bool) and bool not in kinds)
-        ok = ok and (isinstance(value, kinds) or (float in kinds and isinstance(value, int)))
-        if not ok:
-            if required:
-                raise UserError(f"{path}: key {key} = {_short(None if value is _MISSING else value)} is not "
-                                f"{' or '.join(k.__name__ for k in kinds)}")
-            value = None
-        if isinstance(value, int) and not isinstance(value, bool) and float in kinds and int not in kinds:
+        value = _plain_value(tree, key)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)  # YAML writes lr=1 as an int
-        out[key] = value
+        out[key] = value if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)) else None
     return out
 
 
 def read_overrides_file(path: str | Path) -> list[str]:
-    """A run folder's .hydra/overrides.yaml as a list of strings (shown in the report; checked by
-    overrides_from_record before any of them is composed); [] when absent or not such a list."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    try:
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    except Exception:  # noqa: BLE001 - a half-written file: treat as absent
-        return []
+    """A run folder's .hydra/overrides.yaml as strings (for the report; overrides_from_record checks them)."""
+    data = _load(path)
     return [str(o) for o in data] if isinstance(data, list) else []
