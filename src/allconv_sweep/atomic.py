@@ -1,30 +1,20 @@
-"""Writing files so that no reader ever sees half of one under its real name, all with one mode.
-
-Every file the tool writes goes to a temporary name in its own folder (a rename across file systems would
-be a copy, which a full disk can leave half done) and is renamed over the real name only once it is whole.
-Its mode is what a plain open() gives, 0o666 less the umask, like every other file of a run folder
-(mkstemp's 0o600 is for secrets; these are results, shared with a group through the umask).
-"""
-
-from __future__ import annotations
+"""Files written whole or not at all: to a hidden temporary name in their own folder (across file systems a
+rename is a copy), renamed over the real name once whole. Mode 0o666 less the umask, as open() gives
+(mkstemp's 0o600 is for secrets; results are shared with a group through the umask)."""
 
 import os
 import secrets
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Iterator
 
 
 def umask() -> int:
-    """The process's umask, read without changing it where the system says it (Linux), else by the
-    set-and-restore that is the only portable way."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
+    """The umask, read from /proc where Linux has it, else by the set-and-restore that is the portable way."""
+    with suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -37,13 +27,11 @@ def file_mode() -> int:
 
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """with atomic_write(path) as f: ... -> ``path`` appears whole (written, flushed to disk, renamed) or
-    not at all: any failure (ENOSPC midway, an exception, Ctrl-C) removes the temporary file and leaves
-    what was under ``path`` before as it was."""
+    """``path`` appears whole (written, on disk, renamed) or not at all, what it was left as it was."""
     path = Path(path)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"  # hidden: never taken for a result
     try:
-        with open(tmp, mode) as f:  # open(): 0o666 less the umask
+        with open(tmp, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())  # whole on disk before the rename makes it the real one

@@ -1,19 +1,16 @@
-"""Errors a user can fix, the one way a run stops early on request (its signal state: interrupts.py), and
-the body of a command-line tool."""
+"""Errors a user can fix, the one way a run stops early on request, and the body of a command-line tool."""
 
 import signal
 import sys
 
 
 class UserError(Exception):
-    """Bad input (config value, missing or corrupt data, unwritable folder). The message is the whole story:
-    printed as one line, exit code 2, nothing written."""
+    """Bad input; the message is the whole story: one line, exit code 2, nothing written."""
 
 
 class RunInterrupted(BaseException):
-    """A run stopped by a signal (SIGTERM from SLURM, `timeout` or CI; SIGINT from Ctrl-C) after recording
-    status `interrupted` and keeping last.ckpt: the same command resumes it. A BaseException, like
-    KeyboardInterrupt, so that a sweep stops instead of going on to its next job."""
+    """A run stopped by SIGTERM or SIGINT, recorded as interrupted (last.ckpt kept: the same command resumes).
+    A BaseException, like KeyboardInterrupt, so that a sweep stops instead of going on to its next job."""
 
     def __init__(self, signame: str, message: str):
         super().__init__(message)
@@ -22,10 +19,8 @@ class RunInterrupted(BaseException):
     @property
     def exit_code(self) -> int:
         """128 + the signal's number, the shell's convention (143 for SIGTERM, 130 for SIGINT)."""
-        try:
-            return 128 + int(getattr(signal, self.signame))
-        except (AttributeError, TypeError, ValueError):
-            return 1
+        number = getattr(signal, str(self.signame), None)
+        return 128 + int(number) if isinstance(number, int) else 1
 
 
 def command(action, *args, **kwargs) -> int:

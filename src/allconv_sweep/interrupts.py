@@ -1,18 +1,16 @@
-"""This process's signal state: was it asked to stop (the sweep stops launching; its report exits with the
-signal's code), and is Lightning's own SIGTERM handler in charge right now."""
+"""This process's signal state: was it asked to stop, and is Lightning's SIGTERM handler in charge now."""
 
-from __future__ import annotations
-
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from allconv_sweep.errors import RunInterrupted
 
 _interrupt: "RunInterrupted | None" = None
+_in_lightning = False
 
 
 def note_interrupt(e: "RunInterrupted | None") -> None:
-    """This process was asked to stop (the sweep stops launching jobs; its report exits with e's code)."""
     global _interrupt
     _interrupt = e
 
@@ -21,22 +19,15 @@ def interrupted() -> "RunInterrupted | None":
     return _interrupt
 
 
-_in_lightning = False
-
-
-class lightning_handles_signals:
-    """Around trainer.fit/validate/test: Lightning's own SIGTERM handler stops the run at the next batch
-    (train() then records it); another handler installed by this process must not raise in between."""
-
-    def __enter__(self):
-        global _in_lightning
-        self._outer, _in_lightning = _in_lightning, True
-        return self
-
-    def __exit__(self, *exc):
-        global _in_lightning
-        _in_lightning = self._outer
-        return False
+@contextmanager
+def lightning_handles_signals():
+    """Around trainer.fit/test: Lightning's SIGTERM handler stops the run; no other handler may raise then."""
+    global _in_lightning
+    outer, _in_lightning = _in_lightning, True
+    try:
+        yield
+    finally:
+        _in_lightning = outer
 
 
 def lightning_is_handling_signals() -> bool:

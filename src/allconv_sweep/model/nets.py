@@ -15,8 +15,6 @@ after the paper's layer numbering (``conv1`` .. ``conv9``, ``relu1`` .. , ``pool
 ``layer=conv6`` in the visualizer means what it means in the paper.
 """
 
-from __future__ import annotations
-
 import math
 from collections import OrderedDict
 from typing import Any, Mapping, Sequence
@@ -34,6 +32,10 @@ LAYER_KINDS = ("conv", "maxpool", "dropout", "global_avg")
 #                                                        law as PyTorch's kaiming_normal_(nonlinearity="relu")
 #   xavier_uniform  U(-a, a), a = sqrt(6 / (fan_in + fan_out))   PyTorch's xavier_uniform_ (Glorot's own rule)
 #   normal_0.05     N(0, 0.05^2)                         the neon and TensorFlow reproductions' choice
+FILLERS = {"caffe_xavier": lambda w, fan_in: w.uniform_(-math.sqrt(3.0 / fan_in), math.sqrt(3.0 / fan_in)),
+           "caffe_msra": lambda w, fan_in: w.normal_(0.0, math.sqrt(2.0 / fan_in)),
+           "xavier_uniform": lambda w, fan_in: nn.init.xavier_uniform_(w),
+           "normal_0.05": lambda w, fan_in: w.normal_(0.0, 0.05)}
 HEADS = tuple(h.value for h in Head)
 
 
@@ -45,37 +47,16 @@ def _kind_and_args(spec: Any, index: int) -> tuple[str, dict]:
     (kind, args), = spec.items()
     if kind not in LAYER_KINDS:
         raise UserError(f"model.layers[{index}]: unknown layer kind {kind!r}; valid: {', '.join(LAYER_KINDS)}")
-    if kind == "dropout":
-        args = {"p": float(args)} if not isinstance(args, Mapping) else dict(args)
-    else:
-        args = dict(args or {})
-    return kind, args
+    return kind, {"p": float(args)} if kind == "dropout" and not isinstance(args, Mapping) else dict(args or {})
 
 
-def build_network(
-    layers: Sequence[Mapping[str, Any]],
-    in_channels: int = 3,
-    final_relu: bool = True,
-    batch_norm: bool = False,
-    head: str = "conv",
-    init: str = "caffe_xavier",
-    channels_last: bool = False,
-    compile: bool = False,
-    name: str | None = None,
-    family: str | None = None,
-    variant: str | None = None,
-) -> nn.Sequential:
-    """Turn a list of layer specs into an ``nn.Sequential`` with paper-numbered module names.
-
-    conf/model/<name>.yaml is this function's config (``_target_``): ``instantiate(cfg.model)`` builds it.
-    final_relu: the paper's tables put a ReLU after the last 1x1 class conv too (default, faithful);
-        false drops that one ReLU (a known remedy for the dead-output collapse).
-    head: ``conv`` keeps the class conv + global average (the paper); ``fc`` swaps the last 1x1 class
-        conv for global average + a linear layer with the same parameter count and no ReLU.
-    channels_last: store the weights channels-last (a memory layout: faster convs, the same function).
-    compile / name / family / variant: kept on the network as ``compile_forward``, ``name``, ``family``,
-        ``variant``; ImageClassifier compiles the forward pass when asked (the weights stay in ``net``).
-    """
+def build_network(layers: Sequence[Mapping[str, Any]], in_channels: int = 3, final_relu: bool = True,
+                  batch_norm: bool = False, head: str = "conv", init: str = "caffe_xavier", channels_last: bool = False,
+                  compile: bool = False, name: str | None = None, family: str | None = None,
+                  variant: str | None = None) -> nn.Sequential:
+    """The layer specs as an ``nn.Sequential`` with paper-numbered module names (conf/model/<name>.yaml's
+    ``_target_``). final_relu=false drops the paper's ReLU after the class conv (a remedy for the dead-output
+    collapse); head=fc swaps the 1x1 class conv for global average + a linear layer of the same size."""
     head, init = str(getattr(head, "value", head)), str(getattr(init, "value", init))
     if head not in HEADS:
         raise UserError(f"model.head={head!r}; valid: {', '.join(HEADS)}")
@@ -83,22 +64,19 @@ def build_network(
     conv_idx = [i for i, (kind, _) in enumerate(parsed) if kind == "conv"]
     if not conv_idx:
         raise UserError("model.layers has no conv layer")
-    last_conv = conv_idx[-1]
-
     modules: "OrderedDict[str, nn.Module]" = OrderedDict()
-    channels, n_conv, n_pool, n_drop = in_channels, 0, 0, 0
+    channels, seen = in_channels, dict.fromkeys(LAYER_KINDS, 0)  # layers of each kind so far, this one included
     for i, (kind, a) in enumerate(parsed):
+        seen[kind] += 1
         if kind == "conv":
-            n_conv += 1
+            n_conv = seen[kind]
             k, out, stride = int(a["k"]), int(a["out"]), int(a.get("stride", 1))
             pad = int(a["pad"]) if "pad" in a else (k - 1) // 2  # "same" for odd kernels
-            is_class_conv = i == last_conv
+            is_class_conv = i == conv_idx[-1]
             if is_class_conv and head == "fc":
                 if k != 1 or stride != 1:
                     raise UserError("model.head=fc needs the last conv to be the 1x1 class conv")
-                modules["gap"] = nn.AdaptiveAvgPool2d(1)
-                modules["flatten"] = nn.Flatten()
-                modules["fc"] = nn.Linear(channels, out)
+                modules.update(gap=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(channels, out))
                 channels = out
                 continue
             use_bn = batch_norm and not is_class_conv
@@ -109,17 +87,12 @@ def build_network(
                 modules[f"relu{n_conv}"] = nn.ReLU(inplace=False)  # not inplace: visualizers read its input
             channels = out
         elif kind == "maxpool":
-            n_pool += 1
-            modules[f"pool{n_pool}"] = nn.MaxPool2d(int(a.get("k", 3)), int(a.get("stride", 2)),
-                                                    padding=int(a.get("pad", 0)), ceil_mode=bool(a.get("ceil", True)))
+            modules[f"pool{seen[kind]}"] = nn.MaxPool2d(int(a.get("k", 3)), int(a.get("stride", 2)),
+                                                        int(a.get("pad", 0)), ceil_mode=bool(a.get("ceil", True)))
         elif kind == "dropout":
-            modules[f"drop{n_drop}"] = nn.Dropout(a["p"])
-            n_drop += 1
-        elif kind == "global_avg":
-            if "gap" in modules:  # head=fc already averaged
-                continue
-            modules["gap"] = nn.AdaptiveAvgPool2d(1)
-            modules["flatten"] = nn.Flatten()
+            modules[f"drop{seen[kind] - 1}"] = nn.Dropout(a["p"])  # drop0 comes first, before conv1
+        elif kind == "global_avg" and "gap" not in modules:  # head=fc averaged already
+            modules.update(gap=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten())
     net = nn.Sequential(modules)
     init_weights(net, init)
     if channels_last:
@@ -130,22 +103,13 @@ def build_network(
 
 
 def init_weights(net: nn.Module, scheme: str) -> None:
-    """Fill every conv/linear weight by ``scheme`` (see INITS) and zero every bias."""
+    """Fill every conv/linear weight by ``scheme`` (FILLERS) and zero every bias."""
+    if scheme not in FILLERS:
+        raise UserError(f"model.init={scheme!r}; valid: {', '.join(INITS)}")
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            fan_in = m.weight[0].numel()  # Caffe: blob count / num = in_channels x kh x kw
-            with torch.no_grad():
-                if scheme == "caffe_xavier":
-                    bound = math.sqrt(3.0 / fan_in)
-                    m.weight.uniform_(-bound, bound)
-                elif scheme == "caffe_msra":
-                    m.weight.normal_(0.0, math.sqrt(2.0 / fan_in))
-                elif scheme == "xavier_uniform":
-                    nn.init.xavier_uniform_(m.weight)
-                elif scheme == "normal_0.05":
-                    m.weight.normal_(0.0, 0.05)
-                else:
-                    raise UserError(f"model.init={scheme!r}; valid: {', '.join(INITS)}")
+            with torch.no_grad():  # fan_in as Caffe counts it: blob count / num = in_channels x kh x kw
+                FILLERS[scheme](m.weight, m.weight[0].numel())
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
@@ -175,11 +139,7 @@ def receptive_fields(net: nn.Sequential) -> dict[str, tuple[int, int, int]]:
     out: dict[str, tuple[int, int, int]] = {}
     for name, m in net.named_children():
         if isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
-            k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
-            s = m.stride if isinstance(m.stride, int) else m.stride[0]
-            p = m.padding if isinstance(m.padding, int) else m.padding[0]
-            start = start + ((k - 1) / 2 - p) * jump
-            rf = rf + (k - 1) * jump
-            jump = jump * s
+            k, s, p = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.padding))
+            start, rf, jump = start + ((k - 1) / 2 - p) * jump, rf + (k - 1) * jump, jump * s
         out[name] = (rf, jump, int(math.floor(start)))
     return out

@@ -1,7 +1,4 @@
-"""How a run ended, as its record: ok or diverged, the final and best-validation metrics, and metrics.json
-(the RunRecord) written and sent to the trackers."""
-
-from __future__ import annotations
+"""How a run ended, as its record (metrics.json, sent to the trackers); a job failed before training too."""
 
 import logging
 import os
@@ -11,9 +8,13 @@ from typing import Any, Optional
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from allconv_sweep import config as config_mod
 from allconv_sweep import runs
+from allconv_sweep.config import runtime
+from allconv_sweep.config.identity import result_key
+from allconv_sweep.errors import UserError
 from allconv_sweep.model.module import ImageClassifier
 from allconv_sweep.model.nets import count_parameters
 from allconv_sweep.model.schedule import drop_epochs
@@ -21,6 +22,7 @@ from allconv_sweep.runs import RunRecord
 from allconv_sweep.training import precision
 from allconv_sweep.training.callbacks import DivergenceMonitor
 from allconv_sweep.training.run_folder import readable_checkpoint
+from allconv_sweep.training.wandb_run import finish_wandb
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,15 @@ def run_status(divergence: Optional[DivergenceMonitor], nonfinite, num_classes: 
     return "ok", None
 
 
+def failure_reason(exc: BaseException) -> str:
+    """The last line (a DataLoader worker's error comes inside its traceback), named by its type unless a UserError."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    last = lines[-1] if lines else ""
+    return last if isinstance(exc, UserError) else f"{type(exc).__name__}: {last}".rstrip(": ")
+
+
 def final_validation(trainer: L.Trainer, model: ImageClassifier, dm, has_val: bool) -> dict[str, float]:
-    """The final model's validation metrics: those of the fit's last epoch when it validated after
-    training the last epoch (the usual case), else one validate() pass (a resumed run that had finished
-    fitting, an epoch cut short by an early stop)."""
+    """The final model's validation metrics: the fit's last validation if no training step came after it."""
     if not has_val:
         return {}
     last = model.last_validation
@@ -57,51 +64,44 @@ def best_val_checkpoint(checkpoint: Optional[ModelCheckpoint], trainer: L.Traine
     path = checkpoint.best_model_path if checkpoint is not None else None
     if not wanted or not path or not Path(path).is_file():
         return None
-    epoch = readable_checkpoint(Path(path))
-    return None if epoch == trainer.current_epoch - 1 else path
+    return None if readable_checkpoint(Path(path)) == trainer.current_epoch - 1 else path
 
 
 def used_batch_size(cfg: DictConfig, dm, world_size: int) -> int:
-    """data.batch_size, or the training images each process has when they are fewer: one batch is then
-    all of them, and that is the batch size the run used (and records)."""
+    """data.batch_size, or the training images each process has when they are fewer (one batch is all)."""
     asked, n = int(cfg.data.batch_size), dm.describe().get("train")
     return min(asked, -(-n // max(1, world_size))) if n else asked
-
-
-def _lr_drops(cfg: DictConfig, epochs_run: int) -> Optional[list[int]]:
-    s = cfg.scheduler
-    if s.get("milestones") is None:
-        return None
-    return drop_epochs(list(s.milestones), int(s.of_epochs), int(cfg.trainer.max_epochs), int(epochs_run))
 
 
 def _err(acc: Optional[float]) -> Optional[float]:
     return None if acc is None else 1.0 - acc
 
 
-def _slurm_job_id() -> Optional[str]:
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+def _from_config(cfg: DictConfig) -> dict[str, Any]:
+    """The record's fields that the config alone gives: all that a job failed before training has."""
+    def get(path: str, kind=lambda v: v):
+        v = OmegaConf.select(cfg, path, default=None)
+        return None if v is None else kind(v)
+
+    return dict(model=get("model.name"), family=get("model.family"), variant=get("model.variant"),
+                data=get("data.name"), preprocess=get("preprocess.name"), augment=get("augment.name"),
+                lr=get("optimizer.lr", float), seed=get("seed", int), max_epochs=get("trainer.max_epochs", int))
 
 
 def record_run(*, cfg, model, output_dir, key, info, trainer, throughput, divergence, dm, exact, resumed_from,
-            overrides, precision_reason, status, reason, final) -> dict[str, Any]:
-    def f(name: str) -> Optional[float]:
-        v = final.get(name)
-        return None if v is None else float(v)
-
+               overrides, precision_reason, status, reason, final) -> dict[str, Any]:
+    f = {name: float(v) for name, v in final.items() if v is not None}.get  # a final metric, or None
     train_acc = throughput.train_acc if throughput is not None else None
     val_acc, test_acc, best = f("val/acc"), f("test/acc"), f(f"{BEST_TEST}/acc")
     images_per_s = throughput.images_per_s if throughput is not None else None  # per process (DDP: x world size)
-    sizes = dm.describe()
+    sizes, s = dm.describe(), cfg.scheduler
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     record = RunRecord(
-        status=status, reason=reason, result_key=key,
-        model=cfg.model.name, family=cfg.model.get("family"), variant=cfg.model.get("variant"),
-        data=cfg.data.name, preprocess=cfg.preprocess.name, augment=cfg.augment.name,
-        lr=float(cfg.optimizer.lr), seed=int(cfg.seed), batch_size=used_batch_size(cfg, dm, trainer.world_size),
-        num_params=count_parameters(model.net),
-        epochs_run=int(trainer.current_epoch), max_epochs=int(cfg.trainer.max_epochs),
-        steps_per_epoch=getattr(model, "steps_per_epoch", None), lr_drop_epochs=_lr_drops(cfg, trainer.current_epoch),
+        status=status, reason=reason, result_key=key, **_from_config(cfg),
+        batch_size=used_batch_size(cfg, dm, trainer.world_size), num_params=count_parameters(model.net),
+        epochs_run=int(trainer.current_epoch), steps_per_epoch=getattr(model, "steps_per_epoch", None),
+        lr_drop_epochs=None if s.get("milestones") is None else drop_epochs(
+            list(s.milestones), int(s.of_epochs), int(cfg.trainer.max_epochs), int(trainer.current_epoch)),
         train_size=sizes.get("train"), val_size=sizes.get("val", 0), test_size=sizes.get("test"),
         images_seen=divergence.images_seen if divergence is not None else None,
         train_acc=train_acc, train_error=_err(train_acc), val_acc=val_acc, val_error=_err(val_acc),
@@ -114,7 +114,7 @@ def record_run(*, cfg, model, output_dir, key, info, trainer, throughput, diverg
         device=str(trainer.strategy.root_device), precision=str(trainer.precision),
         precision_requested=str(cfg.trainer.precision), precision_reason=precision_reason,
         cpu=precision.read_cpu().describe() if trainer.strategy.root_device.type == "cpu" else None,
-        slurm_job_id=_slurm_job_id(),
+        slurm_job_id=f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID"),
         wandb_run_id=info.get("wandb_run_id") if any(_is_wandb(lg) for lg in trainer.loggers) else None,
         versions=runs.versions(), git_commit=runs.git_commit(),
     )
@@ -123,16 +123,48 @@ def record_run(*, cfg, model, output_dir, key, info, trainer, throughput, diverg
     return record.to_dict()
 
 
+def metrics_stamp(cfg: DictConfig):
+    """What the job's metrics.json is now (None: absent), to tell later whether the job wrote one."""
+    try:
+        st = (Path(str(cfg.paths.output_dir)) / runs.METRICS_FILE).stat()
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def record_failure(cfg: DictConfig, exc: BaseException, before) -> None:
+    """A sweep job that failed before train() recorded anything gets metrics.json with status failed (else
+    the report could not tell it from a job never started): never into a folder of another config's run,
+    nor one another process holds, and a record this start wrote (a failure inside fit) stays."""
+    try:
+        out = Path(str(cfg.paths.output_dir)).resolve()
+        if metrics_stamp(cfg) != before:  # train() wrote its own record (a failure inside fit)
+            return
+        key = result_key(config_mod.validate(cfg))
+        record = runs.read_record(out)
+        if any(k not in (None, key) for k in ((runs.read_run_info(out) or {}).get("result_key"),
+                                              record.result_key if record is not None else None)):
+            return  # the folder holds another config's run: the job was refused there, nothing of it ran
+        lock = runs.lock(out, "run")
+    except Exception:  # noqa: BLE001 - cannot tell it is ours: the report shows the job as missing instead
+        return
+    try:
+        runs.write_record(out, RunRecord(status="failed", reason=failure_reason(exc), result_key=key,
+                                         **_from_config(cfg), output_dir=str(out), overrides=runtime.job_overrides()))
+    except Exception:  # noqa: BLE001 - the job's own error is what its log shows
+        log.exception("could not record the failure in metrics.json")
+    finally:
+        lock.release()
+
+
 def _is_wandb(logger) -> bool:
     return logger.__class__.__name__ == "WandbLogger"
 
 
 def finish_loggers(trainer, metrics: dict) -> None:
-    """The run's summary into W&B and its run closed. A failure here (the W&B service killed with the job
-    by SLURM's SIGTERM, say) is logged, never raised: it must not replace how the run ended."""
+    """The run's summary into W&B; a failure (its service killed by SLURM, say) is logged, never raised."""
     for lg in trainer.loggers:
         if _is_wandb(lg):
-            from allconv_sweep.training.wandb_run import finish_wandb
             try:
                 finish_wandb(lg, metrics)
             except Exception as e:  # noqa: BLE001 - see above

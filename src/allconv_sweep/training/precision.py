@@ -1,14 +1,8 @@
-"""trainer.precision=auto: the fastest precision the hardware runs natively, and what this machine is.
-
-bf16-mixed where bf16 arithmetic is native: a CUDA device that supports it (Ampere and later:
-torch.cuda.is_bf16_supported()), or a CPU with AMX-BF16 or AVX512-BF16 (the amx_bf16 / avx512_bf16 flags
-of /proc/cpuinfo, which oneDNN's bf16 kernels use). Elsewhere 32-true: on a CPU without them bf16 is
-emulated, ~10x slower than fp32 (measured on an AMD EPYC without AVX-512: 3.8 against 36.9 img/s).
-"""
-
-from __future__ import annotations
+"""trainer.precision=auto: bf16-mixed where bf16 is native (CUDA from Ampere on; a CPU with amx_bf16 or
+avx512_bf16, which oneDNN uses), else 32-true: emulated bf16 is ~10x slower (AMD EPYC: 3.8 vs 36.9 img/s)."""
 
 import platform
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,18 +17,13 @@ class CPU:
     flags: frozenset[str]
 
     @property
-    def native_bf16(self) -> Optional[str]:
-        """The flag that makes bf16 native on this CPU, or None."""
+    def native_bf16(self) -> Optional[str]:  # the flag that makes bf16 native on this CPU
         return next((f for f in BF16_CPU_FLAGS if f in self.flags), None)
 
     @property
-    def kind(self) -> str:
-        """The machine class, for tables: which of the speed-relevant instruction sets it has."""
-        if "amx_bf16" in self.flags:
-            return "AMX-BF16"
-        if "avx512_bf16" in self.flags:
-            return "AVX512-BF16"
-        return "AVX-512 (no bf16)" if "avx512f" in self.flags else "AVX2 (no AVX-512)"
+    def kind(self) -> str:  # for tables: which of the speed-relevant instruction sets it has
+        return ("AMX-BF16" if "amx_bf16" in self.flags else "AVX512-BF16" if "avx512_bf16" in self.flags
+                else "AVX-512 (no bf16)" if "avx512f" in self.flags else "AVX2 (no AVX-512)")
 
     def describe(self) -> str:
         shown = [f for f in REPORTED_FLAGS if f in self.flags]
@@ -44,12 +33,10 @@ class CPU:
 def read_cpu(cpuinfo: str | None = None) -> CPU:
     """The CPU's model name and flags from /proc/cpuinfo (or the given text)."""
     if cpuinfo is None:
-        try:
+        with suppress(OSError):
             cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
     model, flags = platform.processor() or platform.machine(), frozenset()
-    for line in cpuinfo.splitlines():
+    for line in (cpuinfo or "").splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "model name" and value.strip():
             model = value.strip()
@@ -64,20 +51,19 @@ class ResolvedPrecision:
     reason: str      # one line: why
 
 
-def resolve(requested: str, accelerator: str, cpu: Optional[CPU] = None, cuda_bf16: Optional[bool] = None) -> ResolvedPrecision:
+def resolve(requested: str, accelerator: str, cpu: Optional[CPU] = None,
+            cuda_bf16: Optional[bool] = None) -> ResolvedPrecision:
     """trainer.precision as Lightning should get it. Anything but auto passes through unchanged."""
     if str(requested) != "auto":
         return ResolvedPrecision(str(requested), "as requested")
-    import torch
-
-    on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if on_cuda:
+    import torch  # here: read_cpu's users (benchmarks, tests) need no torch
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         supported = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
         name = torch.cuda.get_device_name() if cuda_bf16 is None and torch.cuda.is_available() else "the GPU"
         return (ResolvedPrecision("bf16-mixed", f"{name} runs bf16 natively") if supported else
                 ResolvedPrecision("32-true", f"{name} has no native bf16 (before Ampere): fp32"))
     cpu = cpu or read_cpu()
-    flag = cpu.native_bf16
-    if flag:
-        return ResolvedPrecision("bf16-mixed", f"the CPU has {flag} ({cpu.model}): bf16 is native")
-    return ResolvedPrecision("32-true", f"the CPU has neither amx_bf16 nor avx512_bf16 ({cpu.model}): bf16 would be emulated, fp32")
+    if cpu.native_bf16:
+        return ResolvedPrecision("bf16-mixed", f"the CPU has {cpu.native_bf16} ({cpu.model}): bf16 is native")
+    return ResolvedPrecision("32-true", f"the CPU has neither amx_bf16 nor avx512_bf16 ({cpu.model}): "
+                                        "bf16 would be emulated, fp32")

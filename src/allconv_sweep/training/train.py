@@ -1,16 +1,15 @@
 """train(cfg): one run, start to metrics.json. A plain function: tests call it without @hydra.main."""
 
-from __future__ import annotations
-
-import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.fabric.connector import _convert_precision_to_unified_args as unified_precision  # "32": "32-true"
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from allconv_sweep import config as config_mod
@@ -21,29 +20,17 @@ from allconv_sweep.console import console, print_job, print_summary, quiet_light
 from allconv_sweep.errors import RunInterrupted, UserError
 from allconv_sweep.interrupts import lightning_handles_signals
 from allconv_sweep.model.module import ImageClassifier
-from allconv_sweep.training import precision
+from allconv_sweep.model.nets import conv_layer_names
+from allconv_sweep.training import outcome, precision, run_folder
 from allconv_sweep.training.callbacks import DivergenceMonitor, Throughput
-from allconv_sweep.training.checkpoint_io import AtomicCheckpointIO
 from allconv_sweep.training.components import datamodule_from, flat_config
-from allconv_sweep.training.outcome import (
-    BEST_TEST,
-    best_val_checkpoint,
-    final_validation,
-    finish_loggers,
-    record_run,
-    run_status,
-    used_batch_size,
-)
 from allconv_sweep.training.resume import ExactResume, repair_csv
-from allconv_sweep.training.run_folder import clear, read_bytes, resume_point, start, undo_failed_start
-
-log = logging.getLogger(__name__)
 
 quiet_lightning()
 
+
 def _finetune(model: ImageClassifier, path: str) -> None:
-    """Load every layer but the class conv (the last conv/linear), whose shape depends on the classes.
-    Weights only: a checkpoint is data, never code (torch.load(weights_only=True) refuses pickled objects)."""
+    """Every layer's weights but the class conv's (its shape depends on the classes); weights only."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else None
@@ -53,23 +40,16 @@ def _finetune(model: ImageClassifier, path: str) -> None:
         why = " ".join(str(e).split())[:120]
         raise UserError(f"finetune_from={path}: not a checkpoint this tool can load ({type(e).__name__}: {why}); "
                         f"give a <run>/checkpoints/last.ckpt written by python -m allconv_sweep") from None
-    convs = [n for n, m in model.net.named_children() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    head = f"net.{convs[-1]}."
+    head = f"net.{conv_layer_names(model.net)[-1]}."
     keep = {k: v for k, v in state.items() if k.startswith("net.") and not k.startswith(head)}
     try:
         missing, unexpected = model.load_state_dict(keep, strict=False)
     except RuntimeError as e:  # shape mismatches
-        raise UserError(f"finetune_from={path}: layers do not match this model ({str(e).splitlines()[1].strip()[:120]})") from None
+        raise UserError(f"finetune_from={path}: layers do not match this model "
+                        f"({str(e).splitlines()[1].strip()[:120]})") from None
     wrong = [k for k in missing if not k.startswith(head)]
     if wrong or unexpected:
         raise UserError(f"finetune_from={path}: layers do not match this model ({(wrong + unexpected)[:3]}...)")
-
-
-def _unified_precision(value: Any) -> str:
-    """The precision as Lightning names it ("32" -> "32-true"), before it adapts it to the device."""
-    from lightning.fabric.connector import _convert_precision_to_unified_args
-
-    return str(_convert_precision_to_unified_args(value))
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -77,15 +57,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     t_start = time.perf_counter()
     ident = config_mod.validate(cfg)
     output_dir = runs.ensure_writable(Path(cfg.paths.output_dir).resolve())
-    key = result_key(ident)
     rank0 = rank_zero_only.rank == 0  # DDP: ranks > 0 (re-launched by Lightning) share rank 0's folder
     folder_lock = runs.lock(output_dir, "run") if rank0 else None
-    run_json = read_bytes(output_dir / runs.RUN_FILE) if rank0 else None
+    run_json = run_folder.read_bytes(output_dir / runs.RUN_FILE) if rank0 else None
     try:
-        return _train(cfg, output_dir, ident, key, t_start, rank0)
+        return _train(cfg, output_dir, ident, result_key(ident), t_start, rank0)
     except BaseException:
         if rank0:
-            undo_failed_start(output_dir, run_json)
+            run_folder.undo_failed_start(output_dir, run_json)
         raise
     finally:
         if folder_lock is not None:
@@ -93,139 +72,117 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: float, rank0: bool) -> dict[str, Any]:
+    say = console.print if rank0 else (lambda *args, **kwargs: None)  # DDP ranks > 0 stay quiet
     state = runs.run_state(output_dir, key, ident, resume=bool(cfg.resume))
     if state.kind == "done":
-        if rank0:
-            console.print(f"[green]already finished ({state.record.status}):[/green] {output_dir}/metrics.json; nothing to do")
+        say(f"[green]already finished ({state.record.status}):[/green] {output_dir}/metrics.json; nothing to do")
         return state.record.to_dict()
     if state.kind == "mismatch":
         raise UserError(state.refusal(output_dir))
-    resume_from, note = resume_point(output_dir) if state.kind == "resume" else (None, None)
-    if rank0:
-        if resume_from is None:
-            clear(output_dir)
-        if note:
-            console.print(f"[yellow]{note}[/yellow]")
+    resume_from, note = run_folder.resume_point(output_dir) if state.kind == "resume" else (None, None)
+    if rank0 and resume_from is None:
+        run_folder.clear(output_dir)
+    if note:
+        say(f"[yellow]{note}[/yellow]")
     overrides = runtime.job_overrides()
-    info = start(output_dir, key, ident, resume_from is not None, overrides) if rank0 else {}
+    info = run_folder.start(output_dir, key, ident, resume_from is not None, overrides) if rank0 else {}
     if cfg.print_config and rank0:
         print_job(cfg, overrides, runtime.job_number())
     resolved = config_mod.to_container(cfg)
-
-    # The components the config names, top to bottom: data, network, optimizer and schedule (bound to the
-    # parameters and the run's length in configure_optimizers), callbacks, loggers, trainer.
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = datamodule_from(resolved)
     datamodule.prepare_data()
     datamodule.setup()  # eagerly: a missing file or a bad val_size stops here, before any training
     has_val = datamodule.describe().get("val", 0) > 0
+    # the optimizer and schedule: partials, bound to the parameters and the run's length in configure_optimizers
     model = ImageClassifier(build(cfg.model, _convert_="all"), int(cfg.data.num_classes),
                             optimizer=build(cfg.optimizer), scheduler=build(cfg.scheduler), config=resolved,
                             result_key=key)
     if cfg.finetune_from:
         _finetune(model, cfg.finetune_from)
     callbacks = _callbacks(cfg, has_val)
-    # always on, not a config entry: the random streams, should_stop, the CSV rows and the time spent so far
-    # travel in every checkpoint (resume.py); an interrupted start's record counts its time up to the signal
+    # always on: what Lightning's checkpoints leave out; an interrupted start's record counts its time
     prior = state.record.wall_time_s if resume_from is not None and state.record is not None else None
-    exact = ExactResume(t_start, prior_s=prior or 0.0)
-    callbacks.append(exact)
+    callbacks.append(exact := ExactResume(t_start, prior_s=prior or 0.0))
     if resume_from is not None and rank0:  # the CSV as it stood at the checkpoint, before a logger reads it
         repair_csv(output_dir / "csv" / "metrics.csv", resume_from)
     loggers = [build(node) for node in cfg.logger.values() if node is not None]
     for lg in loggers:  # the config once, flat (W&B's config, TensorBoard's hparams, the CSV's hparams.yaml)
         lg.log_hyperparams(flat_config(resolved, info))
     chosen = precision.resolve(str(cfg.trainer.precision), str(cfg.trainer.accelerator))
-    if str(cfg.trainer.precision) == "auto" and rank0:
-        console.print(f"trainer.precision=auto: {chosen.precision} ({chosen.reason})", soft_wrap=True)
+    if str(cfg.trainer.precision) == "auto":
+        say(f"trainer.precision=auto: {chosen.precision} ({chosen.reason})", soft_wrap=True)
     trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(output_dir),
                     enable_model_summary=False, num_sanity_val_steps=0, precision=chosen.precision,
-                    plugins=[AtomicCheckpointIO()],  # a full disk leaves no half checkpoint under its real name
-                    # no validation split (data.val_size=0): no empty val loop, no warning about it
-                    **({} if has_val else {"limit_val_batches": 0}))
-    if str(trainer.precision) != _unified_precision(chosen.precision) and rank0:
-        console.print(f"[yellow]trainer.precision={chosen.precision} runs as {trainer.precision} on "
-                      f"{trainer.strategy.root_device.type}[/yellow] (Lightning's choice); metrics.json records both")
-    if trainer.world_size > 1 and runtime.in_multirun() and not trainer.strategy.cluster_environment.creates_processes_externally:
+                    plugins=[run_folder.AtomicCheckpointIO()],
+                    **({} if has_val else {"limit_val_batches": 0}))  # data.val_size=0: no empty val loop
+    if str(trainer.precision) != str(unified_precision(chosen.precision)):
+        say(f"[yellow]trainer.precision={chosen.precision} runs as {trainer.precision} on "
+            f"{trainer.strategy.root_device.type}[/yellow] (Lightning's choice); metrics.json records both")
+    if (trainer.world_size > 1 and runtime.in_multirun()
+            and not trainer.strategy.cluster_environment.creates_processes_externally):
         # Lightning would re-run this whole command (-m included) once per extra rank: a sweep per rank
         raise UserError("trainer=ddp with several devices is for single runs: drop -m (one job per command), "
                         "or sweep with launcher=slurm, which starts every rank itself")
-    used_batch = used_batch_size(cfg, datamodule, trainer.world_size)
-    if used_batch < int(cfg.data.batch_size) and rank0:
-        console.print(f"[yellow]data.batch_size={int(cfg.data.batch_size)}: the training split has only {used_batch} "
-                      f"images{' per process' if trainer.world_size > 1 else ''}, all of them in each step; "
-                      f"metrics.json records batch_size {used_batch}[/yellow]", soft_wrap=True)
+    used_batch = outcome.used_batch_size(cfg, datamodule, trainer.world_size)
+    if used_batch < int(cfg.data.batch_size):
+        say(f"[yellow]data.batch_size={int(cfg.data.batch_size)}: the training split has only {used_batch} images"
+            f"{' per process' if trainer.world_size > 1 else ''}, all of them in each step; "
+            f"metrics.json records batch_size {used_batch}[/yellow]", soft_wrap=True)
     if hasattr(datamodule, "use_device"):  # the in-memory sets live on the device; ImageNet streams from workers
         datamodule.use_device(trainer.strategy.root_device)
 
-    divergence = _find(callbacks, DivergenceMonitor)
-    nonfinite = next((c for c in callbacks if isinstance(c, EarlyStopping) and c.check_finite), None)
-    best_checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
-    ckpt_dir = output_dir / "checkpoints"
-    record = dict(cfg=cfg, model=model, output_dir=output_dir, key=key, info=info, trainer=trainer,
-                  throughput=_find(callbacks, Throughput), divergence=divergence, dm=datamodule, exact=exact,
-                  resumed_from=None if resume_from is None else str(resume_from), overrides=overrides,
-                  precision_reason=chosen.reason)
-    status, reason = "ok", None
+    def find(kind: type, test=lambda c: True):
+        return next((c for c in callbacks if isinstance(c, kind) and test(c)), None)
+
+    divergence, nonfinite = find(DivergenceMonitor), find(EarlyStopping, lambda c: c.check_finite)
+
+    def finish(**how) -> dict[str, Any]:  # metrics.json written, the trackers told
+        metrics = outcome.record_run(cfg=cfg, model=model, output_dir=output_dir, key=key, info=info,
+                                     trainer=trainer, throughput=find(Throughput), divergence=divergence,
+                                     dm=datamodule, exact=exact, overrides=overrides, precision_reason=chosen.reason,
+                                     resumed_from=None if resume_from is None else str(resume_from), **how)
+        outcome.finish_loggers(trainer, metrics)
+        return metrics
+
     final: dict[str, float] = {}
     try:
         with lightning_handles_signals():
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-            status, reason = run_status(divergence, nonfinite, int(cfg.data.num_classes))
-            final.update(final_validation(trainer, model, datamodule, has_val))
+            status, reason = outcome.run_status(divergence, nonfinite, int(cfg.data.num_classes))
+            final.update(outcome.final_validation(trainer, model, datamodule, has_val))
             final.update(trainer.test(model, datamodule=datamodule, verbose=False)[0])
-            best = best_val_checkpoint(best_checkpoint, trainer, has_val and status == "ok")
-            if best is not None:  # the best-validation checkpoint, when it is not the final model: its weights
-                # only (trainer.test(ckpt_path=...) would also restore its callbacks' states over the final ones)
+            best = outcome.best_val_checkpoint(find(ModelCheckpoint, lambda c: c.monitor), trainer,
+                                               has_val and status == "ok")
+            if best is not None:  # not the final model: its weights only (trainer.test(ckpt_path=...) would
+                # also restore its callbacks' states over the final ones)
                 model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
-                model.test_prefix = BEST_TEST
+                model.test_prefix = outcome.BEST_TEST
                 final.update(trainer.test(model, datamodule=datamodule, verbose=False)[0])
                 model.test_prefix = "test"
             elif has_val and status == "ok" and "test/acc" in final:
-                final[f"{BEST_TEST}/acc"] = final["test/acc"]  # the final model is the best-validation one
+                final[f"{outcome.BEST_TEST}/acc"] = final["test/acc"]  # the final model is the best-validation one
     except UserError:
         raise
     except (SystemExit, KeyboardInterrupt) as e:  # Lightning's answer to SIGTERM (exit 0!) and Ctrl-C (exit 1)
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
         sig = "SIGTERM" if isinstance(e, SIGTERMException) else "SIGINT"
         msg = (f"interrupted by {sig} in epoch {trainer.current_epoch + 1}; "
-               + ("checkpoints/last.ckpt kept: the same command resumes" if (ckpt_dir / "last.ckpt").is_file()
+               + ("checkpoints/last.ckpt kept: the same command resumes"
+                  if (output_dir / "checkpoints" / "last.ckpt").is_file()
                   else "no checkpoint yet: the same command starts over"))
-        finish_loggers(trainer, record_run(status="interrupted", reason=msg, final={}, **record))
+        finish(status="interrupted", reason=msg, final={})
         raise RunInterrupted(sig, msg) from None
     except Exception as e:  # a crash is recorded, then re-raised (non-zero exit)
-        # a DataLoader worker's exception arrives wrapped in its traceback text: its last line is the message
-        message = [line for line in str(e).splitlines() if line.strip()][-1:] or [""]
-        finish_loggers(trainer, record_run(status="failed", reason=f"{type(e).__name__}: {message[0].strip()}",
-                                         final={}, **record))
+        finish(status="failed", reason=outcome.failure_reason(e), final={})
         raise
-    metrics = record_run(status=status, reason=reason, final=final, **record)
-    finish_loggers(trainer, metrics)
+    metrics = finish(status=status, reason=reason, final=final)
     if trainer.is_global_zero:
         print_summary(metrics)
     return metrics
 
 
 def _callbacks(cfg: DictConfig, has_val: bool) -> list[L.Callback]:
-    """Every entry of the callbacks group, instantiated; without a validation split the checkpoint that
-    monitors a validation metric goes (nothing to monitor), and with trainer.enable_progress_bar=false the
-    progress bar (Lightning refuses one then)."""
-    from lightning.pytorch.callbacks import ProgressBar
-
-    out = []
-    for node in cfg.callbacks.values():
-        if node is None:
-            continue
-        if not has_val and str(OmegaConf.select(node, "monitor", default="") or "").startswith("val/"):
-            continue
-        callback = build(node)
-        if isinstance(callback, ProgressBar) and not cfg.trainer.enable_progress_bar:
-            continue
-        out.append(callback)
-    return out
-
-
-def _find(callbacks: list, kind: type):
-    return next((c for c in callbacks if isinstance(c, kind)), None)
-
-
+    """The callbacks group, less a val/ monitor without a validation split and a disabled progress bar."""
+    built = [build(node) for node in cfg.callbacks.values() if node is not None and (
+        has_val or not str(OmegaConf.select(node, "monitor", default="") or "").startswith("val/"))]
+    return [c for c in built if cfg.trainer.enable_progress_bar or not isinstance(c, ProgressBar)]
