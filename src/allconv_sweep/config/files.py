@@ -1,6 +1,5 @@
-"""Where the config files live (conf/, sweeps/), which groups and options they hold, and what the files
-say that the folder names of a sweep need (its exclude keys, safe folder names). A bottom fact: it imports
-nothing of the project but the identity's neutral keys."""
+"""Where the config files live (conf/, sweeps/), their groups and options, and what a sweep's folder names need
+of them (exclude keys, safe names). Imports nothing of the project but the identity's neutral keys."""
 
 from __future__ import annotations
 
@@ -32,25 +31,21 @@ def sweeps_dir() -> Path:
     return _find("sweeps")
 
 
-def _group_dirs() -> list[Path]:
-    dirs = [config_dir()]
+def _roots() -> list[tuple[Path, str | None]]:
+    """The config folders with the group their top-level files belong to (sweeps/*.yaml: the group `sweep`)."""
     try:
-        dirs.append(sweeps_dir())
+        return [(config_dir(), None), (sweeps_dir(), "sweep")]
     except FileNotFoundError:
-        pass
-    return dirs
+        return [(config_dir(), None)]
 
 
 def group_options(group: str) -> list[str] | None:
     """Options of a config group (None if ``group`` is not a group)."""
-    found = None
-    for root in _group_dirs():
-        # sweeps/ may hold the group's files directly (sweeps/lr_grid.yaml for group `sweep`)
-        for d in (root / group, root) if root.name == "sweeps" and group == "sweep" else (root / group,):
-            if d.is_dir() and not (d == root and root.name != "sweeps"):
-                names = sorted(p.stem for p in d.glob("*.yaml") if not p.stem.startswith("_"))
-                found = sorted(set(found or []) | set(names))
-    return found
+    dirs = [root / group for root, _ in _roots()] + [root for root, name in _roots() if name == group]
+    dirs = [d for d in dirs if d.is_dir()]
+    if not dirs:
+        return None
+    return sorted({p.stem for d in dirs for p in d.glob("*.yaml") if not p.stem.startswith("_")})
 
 
 def groups_help() -> str:
@@ -63,20 +58,13 @@ def groups_help() -> str:
 
 @functools.lru_cache(maxsize=1)
 def dirname_exclude_keys() -> tuple[str, ...]:
-    """The override keys a sweep job's folder name leaves out (hydra.job.config.override_dirname.exclude_keys,
-    through the resolver ${allconv.dirname_excludes:}): every key under NEUTRAL_KEYS that any config file
-    sets, so that adding launcher=gpus or logger=wandb to a re-run finds the same folders; plus the paths
-    (a '/' in a folder name makes sub-folders), which stay in the result key, so a changed data.root is
-    refused, never reused."""
+    """The override keys a sweep job's folder name leaves out (${allconv.dirname_excludes:}): every key under
+    NEUTRAL_KEYS that a config file sets (a re-run with launcher=gpus finds the same folders), and the paths,
+    which stay in the result key (a changed data.root is refused, never reused)."""
     from omegaconf import OmegaConf
 
     keys = set(NEUTRAL_KEYS) | set(PATH_KEYS)
-    roots = [(config_dir(), None)]
-    try:
-        roots.append((sweeps_dir(), "sweep"))
-    except FileNotFoundError:
-        pass
-    for root, group in roots:
+    for root, group in _roots():
         for path in sorted(root.rglob("*.yaml")):
             head = path.read_text(encoding="utf-8")[:512]
             package = next((line.split("@package", 1)[1].strip() for line in head.splitlines()

@@ -1,7 +1,6 @@
-"""Which run is this? A run's *identity* is its resolved config as flat dotted keys, minus ONE declared
-list of keys that cannot change a result (NEUTRAL_KEYS: where it runs, how it logs, where caches live, ...).
-Its *result key* is a digest of the identity. Every "already finished?" decision compares keys: train() on an
-existing folder, the sweep planner's skip/resume/run plan and its dry run, and the report's grouping."""
+"""A run's *identity*: its resolved config as flat dotted keys, minus the keys that cannot change a result
+(NEUTRAL_KEYS). Its *result key*: a digest of the identity, which every "already finished?" decision compares
+(train() on an existing folder, the sweep's plan and dry run, the report's grouping)."""
 
 from __future__ import annotations
 
@@ -11,9 +10,8 @@ import os
 from enum import Enum
 from typing import Any, Mapping, Optional
 
-# THE keys that cannot change a result; every other key of the resolved config is part of the result key.
-# A key here also covers everything under it. The folder names of a sweep leave these out
-# (conf/hydra/default.yaml derives its exclude_keys from this list: see sweep_dirname_excludes).
+# THE keys that cannot change a result (each with everything under it); every other key is in the result key.
+# A sweep's folder names leave them out (config.files.dirname_exclude_keys).
 NEUTRAL_KEYS = (
     "hydra",                        # Hydra's own settings (run/sweep folders, launcher plugin, logging)
     "launcher",                     # where and how the jobs of a sweep run
@@ -49,8 +47,8 @@ def _flatten_all(value: Any, prefix: str, out: dict[str, Any]) -> None:
 
 
 def identity(cfg: Any) -> dict[str, Any]:
-    """The resolved config (a DictConfig) minus the neutral keys, as {dotted key: value} (lists stay
-    values). Neutral keys are skipped before anything under them is resolved: they may need Hydra's runtime."""
+    """The resolved config minus the neutral keys, as {dotted key: value}. Neutral keys are skipped before
+    anything under them is resolved: they may need Hydra's runtime."""
     out: dict[str, Any] = {}
     _walk(cfg, "", out)
     for key in PATH_KEYS:
@@ -68,16 +66,13 @@ def _walk(node: Any, prefix: str, out: dict[str, Any]) -> None:
             continue
         child = node._get_node(k)
         if isinstance(child, DictConfig) and not child._is_none() and not child._is_interpolation():
-            before = len(out)
-            _walk(node[k], key, out)
-            if len(out) == before and not len(child):
+            if not len(child):
                 out[key] = {}
-        elif isinstance(child, (DictConfig, ListConfig)):
-            value = node[k]
-            out[key] = (OmegaConf.to_container(value, resolve=True, enum_to_str=True)
-                        if isinstance(value, (DictConfig, ListConfig)) else value)
+            _walk(node[k], key, out)
         else:
             value = node[k]
+            if isinstance(value, (DictConfig, ListConfig)):
+                value = OmegaConf.to_container(value, resolve=True, enum_to_str=True)
             out[key] = getattr(value, "value", value) if isinstance(value, Enum) else value
 
 
@@ -95,11 +90,11 @@ def differences(old: Optional[Mapping[str, Any]], new: Mapping[str, Any], limit:
     if not keys:
         return "same config, another key (written by another version of allconv_sweep)"
 
-    def short(v: Any) -> str:
-        s = "<unset>" if v == "<unset>" else json.dumps(v, default=str)
+    def short(d: Mapping[str, Any], k: str) -> str:
+        s = json.dumps(d[k], default=str) if k in d else "<unset>"
         return s if len(s) <= 72 else "..." + s[-69:]  # paths differ at their ends
 
-    parts = [f"{k} {short(old.get(k, '<unset>'))} -> {short(new.get(k, '<unset>'))}" for k in keys[:limit]]
+    parts = [f"{k} {short(old, k)} -> {short(new, k)}" for k in keys[:limit]]
     return ", ".join(parts) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 

@@ -1,23 +1,24 @@
 """Records of runs: a run folder's files (run.json, metrics.json: the RunRecord), whether its run is
-finished (state, lock), and a sweep folder's manifest (sweep.json). What a run *is* (its identity and
-result key) is the config's fact: allconv_sweep.config.identity."""
+finished (state, lock), and a sweep folder's manifest (sweep.json). A run's identity and result key:
+allconv_sweep.config.identity."""
 
 from allconv_sweep.runs.files import Unreadable, ensure_writable, read_json, write_json
-from allconv_sweep.runs.manifest import read_manifest, write_manifest
 from allconv_sweep.runs.record import (
-                                       FINISHED,
-                                       LOCK_FILE,
-                                       MANIFEST,
-                                       METRICS_FILE,
-                                       REPORT_STATUSES,
-                                       RUN_FILE,
-                                       STATUSES,
-                                       RunRecord,
-                                       git_commit,
-                                       read_record,
-                                       read_run_info,
-                                       versions,
-                                       write_record,
+    FINISHED,
+    LOCK_FILE,
+    MANIFEST,
+    METRICS_FILE,
+    REPORT_STATUSES,
+    RUN_FILE,
+    STATUSES,
+    RunRecord,
+    git_commit,
+    read_manifest,
+    read_record,
+    read_run_info,
+    versions,
+    write_manifest,
+    write_record,
 )
 from allconv_sweep.runs.state import RunState, lock, run_state
 

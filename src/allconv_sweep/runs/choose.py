@@ -11,10 +11,8 @@ from allconv_sweep.runs.record import FINISHED
 
 @dataclass
 class LrChoice:
-    """Per network (and setting): the learning rate chosen on validation error, and its test error.
-
-    `rows` are the runs the test error is reported from: the final runs (retrained on the whole training
-    set at the chosen lr, +sweep=final) when there are any, else the selection runs at that lr."""
+    """Per network (and setting): the learning rate chosen on validation error, and its test error. `rows`:
+    the runs reported, the final runs at the chosen lr (+sweep=final) if any, else the selection runs at it."""
     model: str
     family: Optional[str]
     variant: Optional[str]
@@ -29,12 +27,9 @@ class LrChoice:
                                        # the training split left after holding out the validation images
     num_params: Optional[int] = None
 
-    def _values(self, attr: str) -> list[float]:
-        return [getattr(r, attr) for r in self.rows if getattr(r, attr) is not None]
-
     @property
     def test_errors(self) -> list[float]:
-        return self._values("test_error")
+        return [r.test_error for r in self.rows if r.test_error is not None]
 
     @property
     def test_mean(self) -> Optional[float]:

@@ -9,8 +9,16 @@ from typing import Any, Optional
 from allconv_sweep.config.identity import is_neutral, override_key, result_key
 from allconv_sweep.errors import UserError
 from allconv_sweep.runs.files import Unreadable
-from allconv_sweep.runs.manifest import read_manifest
-from allconv_sweep.runs.record import MANIFEST, METRICS_FILE, RUN_FILE, RunRecord, read_record, read_run_info
+from allconv_sweep.runs.record import (
+    CONFIG_FIELDS,
+    MANIFEST,
+    METRICS_FILE,
+    RUN_FILE,
+    RunRecord,
+    read_manifest,
+    read_record,
+    read_run_info,
+)
 
 # Shown in their own columns, so not part of a run's "setting". data.val_size is the protocol: the lr
 # selection runs hold out validation images, the final runs (+sweep=final) train on all (val_size=0).
@@ -44,18 +52,14 @@ class JobResult(RunRecord):
         return (self.data, self.augment, self.model, self.setting)
 
 
-def _job_dirs(sweep_dir: Path) -> list[Path]:
-    return sorted(d for d in sweep_dir.iterdir()
-                  if d.is_dir() and any((d / f).exists() for f in (METRICS_FILE, RUN_FILE, ".hydra")))
-
-
 def collect(sweep_dir: str | Path) -> list[JobResult]:
     """Every job the folder holds or the sweep planned (sweep.json), with its record or as missing."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise UserError(f"{sweep_dir}: no such folder; give a sweep folder, e.g. outputs/sweeps/pooling_ablation")
     planned = read_manifest(sweep_dir).get("jobs", {})
-    names = {d.name: d for d in _job_dirs(sweep_dir)}
+    names = {d.name: d for d in sweep_dir.iterdir()
+             if d.is_dir() and any((d / f).exists() for f in (METRICS_FILE, RUN_FILE, ".hydra"))}
     for sub in planned:
         names.setdefault(sub, sweep_dir / sub)
     is_sweep = planned or (sweep_dir / "multirun.yaml").is_file() or any((d / METRICS_FILE).is_file() for d in names.values())
@@ -64,13 +68,12 @@ def collect(sweep_dir: str | Path) -> list[JobResult]:
                         f"no {MANIFEST}); give the folder a sweep wrote, e.g. outputs/sweeps/pooling_ablation")
     rows = [_row(name, path, planned.get(name, {})) for name, path in sorted(names.items())]
     common = set(common_settings(rows))
-    for r in rows:
-        r.setting = " ".join(o for o in r.settings if o not in common)
-    # runs with the same overrides but another config (an edited YAML, another version's defaults) are
-    # never averaged together: they get the config's digest in their setting
     by_group: dict[tuple, set[str]] = {}
     for r in rows:
+        r.setting = " ".join(o for o in r.settings if o not in common)
         by_group.setdefault(r.group, set()).add(r.digest)
+    # runs with the same overrides but another config (an edited YAML, another version's defaults) are
+    # never averaged together: they get the config's digest in their setting
     for r in rows:
         if len(by_group[r.group]) > 1:
             r.setting = (r.setting + " " if r.setting else "") + f"[config {r.digest[:8]}]"
@@ -101,12 +104,8 @@ def _row(name: str, path: Path, plan: dict) -> JobResult:
     info = {k: v for k, v in plan.items() if k in RunRecord.__dataclass_fields__ and k not in ("status", "reason")}
     if (path / ".hydra" / "config.yaml").is_file():  # values read as data (allconv_sweep.config.records)
         from allconv_sweep.config.records import config_values
-        values = config_values(path / ".hydra" / "config.yaml", {
-            "model.name": str, "model.family": str, "model.variant": str, "data.name": str, "augment.name": str,
-            "optimizer.lr": float, "seed": int})
-        for field_, key in (("model", "model.name"), ("family", "model.family"), ("variant", "model.variant"),
-                            ("data", "data.name"), ("augment", "augment.name"), ("lr", "optimizer.lr"),
-                            ("seed", "seed")):
+        values = config_values(path / ".hydra" / "config.yaml", dict(CONFIG_FIELDS.values()))
+        for field_, (key, _) in CONFIG_FIELDS.items():
             info.setdefault(field_, values[key])
     started = (path / ".hydra").is_dir() or (path / RUN_FILE).is_file()
     if damaged:

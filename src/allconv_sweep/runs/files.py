@@ -1,17 +1,20 @@
-"""The JSON files of run and sweep folders (written atomically, without NaN), and the probe that an output
-folder can be written."""
+"""The JSON files of run and sweep folders (written whole or not at all, without NaN), and the probe that an
+output folder can be written."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from allconv_sweep.atomic import file_mode
+from allconv_sweep.atomic import atomic_write
 from allconv_sweep.errors import UserError
+
+
+class Unreadable(Exception):
+    """A file that exists but is not the JSON object it should be (truncated, overwritten, ...)."""
 
 
 def _finite(value: Any) -> Any:
@@ -26,23 +29,10 @@ def _finite(value: Any) -> Any:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, file_mode())  # mkstemp's 0o600 -> the umask's mode, as every other file of a run
-        with os.fdopen(fd, "w") as f:
-            json.dump(_finite(data), f, indent=2, default=str, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-class Unreadable(Exception):
-    """A file that exists but is not the JSON object it should be (truncated, overwritten, ...)."""
+    with atomic_write(path, "w") as f:
+        json.dump(_finite(data), f, indent=2, default=str, allow_nan=False)
+        f.write("\n")
+    return Path(path)
 
 
 def read_json(path: str | Path) -> Optional[dict[str, Any]]:

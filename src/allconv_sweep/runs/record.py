@@ -1,11 +1,6 @@
-"""What a run was: the RunRecord its metrics.json holds (written once, at the end), run.json (written at the
-start: result key, identity, overrides, W&B run id), and the versions and commit that made it.
-
-Files of a run folder (all written atomically, JSON without NaN):
-  run.json      at the start: result key, identity, overrides, W&B run id (kept across resumes)
-  metrics.json  at the end: the RunRecord (status, accuracies, ... and the result key)
-A sweep folder holds sweep.json, the manifest of the jobs every run of the sweep planned (runs/manifest.py).
-"""
+"""What a run was. A run folder holds run.json (written at the start: result key, identity, overrides, W&B
+run id, kept across resumes) and metrics.json (at the end: the RunRecord); a sweep folder holds sweep.json, the
+manifest of its planned jobs. Also the versions and commit that made a run."""
 
 from __future__ import annotations
 
@@ -14,7 +9,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from allconv_sweep.runs.files import Unreadable, read_json, write_json
 
@@ -29,8 +24,11 @@ FINISHED = ("ok", "diverged")
 STATUSES = ("ok", "diverged", "failed", "interrupted")
 # The report's view adds a job the sweep planned that left no metrics.json.
 REPORT_STATUSES = STATUSES + ("missing",)
+# RunRecord fields that a run's config says: {field: (config key, type)}
+CONFIG_FIELDS = {"model": ("model.name", str), "family": ("model.family", str), "variant": ("model.variant", str),
+                 "data": ("data.name", str), "augment": ("augment.name", str), "lr": ("optimizer.lr", float),
+                 "seed": ("seed", int)}
 
-# ----------------------------------------------------------------------------------------------- record
 
 @dataclass
 class RunRecord:
@@ -125,6 +123,24 @@ def read_run_info(run_dir: str | Path) -> Optional[dict[str, Any]]:
         return read_json(Path(run_dir) / RUN_FILE)
     except Unreadable:
         return None
+
+
+def read_manifest(sweep_dir: str | Path) -> dict[str, Any]:
+    try:
+        return read_json(Path(sweep_dir) / MANIFEST) or {}
+    except Unreadable:
+        return {}
+
+
+def write_manifest(sweep_dir: str | Path, name: str, jobs: Iterable[tuple[str, RunRecord]]) -> Path:
+    """sweep.json: every job any run of this sweep folder planned, as {subdir: planned RunRecord}
+    (merged: a seeds or final sweep adds its jobs to the folder of the sweep it extends)."""
+    data = read_manifest(sweep_dir)
+    data["name"] = data.get("name") or name
+    planned = data.setdefault("jobs", {})
+    for subdir, record in jobs:
+        planned[subdir] = {k: v for k, v in record.to_dict().items() if v not in (None, [], {})}
+    return write_json(Path(sweep_dir) / MANIFEST, data)
 
 
 def versions() -> dict[str, str]:

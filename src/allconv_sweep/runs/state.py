@@ -1,12 +1,13 @@
-"""Is a run folder's run finished? done (same key, finished: skip), resume, rerun, new, or a mismatch that is
-never reused; and the folder's lock. A folder holding a run of another key (or of an earlier version,
-which recorded none) is never taken for this run."""
+"""What to do with a run folder for a run of a given result key, and the folder's lock. A folder holding a run
+of another key (or of an earlier version, which recorded none) is never taken for this run."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
+
+from filelock import FileLock, Timeout
 
 from allconv_sweep.config.identity import differences
 from allconv_sweep.errors import UserError
@@ -16,11 +17,8 @@ from allconv_sweep.runs.record import LOCK_FILE, RunRecord, read_record, read_ru
 
 @dataclass
 class RunState:
-    """What to do with a run folder for a run of result key `key`.
-
-    kind: new (nothing there) | done (finished, same key: skip) | resume (same key, last.ckpt) |
-          rerun (same key, failed / interrupted / damaged record, nothing to resume) |
-          mismatch (a run of another or unknown config: never reused)"""
+    """kind: new (nothing there) | done (finished, same key: skip) | resume (same key, last.ckpt) | rerun (same
+    key, failed / interrupted / damaged record, nothing to resume) | mismatch (another or unknown config)"""
     kind: str
     why: str = ""
     record: Optional[RunRecord] = None
@@ -40,8 +38,7 @@ def run_state(run_dir: str | Path, key: str, ident: Optional[Mapping[str, Any]] 
         record, damaged = read_record(run_dir), None
     except Unreadable as e:
         record, damaged = None, str(e)
-    anything = record is not None or damaged or info is not None or last.is_file()
-    if not anything:
+    if record is None and not damaged and info is None and not last.is_file():
         return RunState("new")
     if not resume:
         return RunState("new", "resume=false: starting over")
@@ -63,10 +60,8 @@ def run_state(run_dir: str | Path, key: str, ident: Optional[Mapping[str, Any]] 
 
 
 def lock(folder: str | Path, what: str):
-    """An exclusive, non-blocking lock on <folder>/.lock (released when the process exits, however it
-    exits): a second process on the same folder gets one line instead of a race."""
-    from filelock import FileLock, Timeout
-
+    """An exclusive, non-blocking lock on <folder>/.lock (released when the process exits, however it exits): a
+    second process on the same folder gets one line instead of a race."""
     lk = FileLock(str(Path(folder) / LOCK_FILE))
     try:
         lk.acquire(timeout=0)

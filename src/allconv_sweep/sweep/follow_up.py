@@ -18,14 +18,10 @@ from allconv_sweep.runs.collect import collect
 
 
 def seed_jobs(master: DictConfig, arguments: Sequence[str]) -> list[list[str]]:
-    """Jobs built from another sweep's chosen runs (sweep.from), written into that sweep's folder:
-
-    - sweep.protocol=seeds (+sweep=seeds): for every network, the chosen (lr) run's overrides again with
-      sweep.n_seeds more seeds (the chosen run's seed + 1, + 2, ...), so the report shows mean +- std;
-    - sweep.protocol=final (+sweep=final): the chosen run's overrides with data.val_size=0 (every training
-      image, the whitening fitted on all of them) and n_seeds seeds from the chosen run's seed on: the
-      runs whose test error the report's Table 3 takes.
-    Other command-line overrides (launcher=..., data.root=...) apply to every job."""
+    """Jobs from another sweep's chosen runs (sweep.from), into that sweep's folder: each network's chosen run's
+    overrides with sweep.n_seeds more seeds (sweep.protocol=seeds: the chosen seed + 1, + 2, ...), or with
+    data.val_size=0 and seeds from the chosen one on (final: the runs Table 3 takes). Other command-line
+    overrides (launcher=..., data.root=...) apply to every job."""
     source = OmegaConf.select(master, "sweep.from", default=None)
     name = OmegaConf.select(master, "sweep.name", default="seeds")
     if not source:

@@ -1,15 +1,9 @@
 """launcher=gpus: a pool of GPU slots shared through file locks, one slot per joblib worker process.
 
-Why a lease and not just joblib: joblib starts n_jobs worker processes but knows nothing of GPUs. Each
-worker, the first time it runs a job, takes the first free slot (an exclusive lock on
-<lease_dir>/<slot>.lock) and keeps it until the worker exits; it sets CUDA_VISIBLE_DEVICES to that one
-GPU before CUDA starts in the process, so every job it runs sees exactly one GPU, and a worker that
-finishes a job takes the next one on the same GPU. The locks are machine-wide (the OS drops them when a
-process dies), so two sweeps started side by side share the GPUs instead of doubling up. On a machine
-without GPUs the slots are CPU slots (`launcher.n_jobs=2`: two jobs at once, each with its share of the
-cores), which is how the tests cover this launcher.
-
-Every leased job writes <job dir>/lease.json (slot, GPU, pid, host, start and end times).
+joblib knows nothing of GPUs: each worker, at its first job, takes the first free slot (an exclusive lock on
+<lease_dir>/<slot>.lock, machine-wide, dropped by the OS when the process dies) and keeps it, pinning
+CUDA_VISIBLE_DEVICES to that GPU before CUDA starts; two sweeps side by side share the GPUs. Without GPUs the
+slots are CPU slots (how the tests cover it). Every leased job writes <job dir>/lease.json.
 """
 
 from __future__ import annotations
@@ -23,7 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from filelock import FileLock, Timeout
+
+from allconv_sweep.config import runtime
 from allconv_sweep.errors import UserError
+from allconv_sweep.runs import write_json
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +47,8 @@ def visible_gpus() -> list[str]:
 
 
 def plan_slots(n_jobs: Optional[int], jobs_per_gpu: int = 1, gpus: Optional[list[str]] = None) -> list[Slot]:
-    """GPU slots (each GPU jobs_per_gpu times) when GPUs are visible, else CPU slots; n_jobs caps them.
-    (n_jobs and jobs_per_gpu are checked by the schema, GpusLauncherConf; here only against the GPUs seen.)"""
+    """GPU slots (each GPU jobs_per_gpu times) when GPUs are visible, else CPU slots; n_jobs caps them (the
+    schema checks both values; here only against the GPUs seen)."""
     gpus = visible_gpus() if gpus is None else gpus
     if not gpus:
         return [Slot(f"cpu{k}", None) for k in range(n_jobs or 1)]
@@ -82,32 +80,25 @@ def mem_available() -> Optional[int]:
     return None
 
 
-# A job's peak memory (RSS), estimated from the bytes of the images it holds in memory. Measured on 2 CPU
-# cores with /usr/bin/time -v (`python -m allconv_sweep ... trainer.max_epochs=1 trainer.limit_train_batches=3
-# trainer.precision=32-true`, all_cnn_c, gcn_zca, batch 64 unless said):
-#   data=fake (512 + 256 images)                                          1.30 GB
-#   data=fake data.train_size=4153 data.test_size=1017                     1.55 GB
-#   CIFAR-10 head (4153 + 1017 images: data.root=$ALLCONV_SHARED_DATA/cifar10-head), batch 64    1.53 GB
-#   the same at the default batch 256                                       1.61 GB
-# A fixed part (Python, torch, Lightning, the network, its activations) of ~1.2 GiB, plus ~17 bytes per byte
-# of uint8 image (the float32 sets, their normalized copies, the whitening): 52 KB per 32x32 image. The
-# fixed part is taken at 1.3 GiB to cover batch 256. Full CIFAR-10 (60,000 images): ~4.4 GiB a job.
+# A job's peak memory (RSS): a fixed part (Python, torch, Lightning, the network; 1.3 GiB covers batch 256) plus
+# ~17 bytes per byte of uint8 image held (the float32 sets, normalized copies, whitening). Measured on 2 cores
+# with /usr/bin/time -v, 3 batches of 64, all_cnn_c, 32-true: data=fake (512 + 256 images) 1.30 GB; 4153
+# + 1017 images (fake or the CIFAR-10 head) 1.53-1.55 GB, 1.61 GB at batch 256. Full CIFAR-10: ~4.4 GiB a job.
 JOB_BASE_BYTES = int(1.3 * 2**30)
 BYTES_PER_IMAGE_BYTE = 17
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 
 def job_memory_bytes(data: Any) -> int:
-    """The estimate above for a job of this data config (the images held in memory: fake's train_size +
-    test_size, CIFAR's files as they are on disk, the official 60,000 where they are not there yet;
-    ImageNet streams its images from DataLoader workers: the fixed part only)."""
-    get = (lambda k, d=None: data.get(k, d)) if hasattr(data, "get") else (lambda k, d=None: d)
-    name, side = str(get("name", "")), int(get("image_size", 32) or 32)
+    """The estimate above: fake's train_size + test_size images, CIFAR's files on disk (the official 60,000
+    where they are not there yet); ImageNet streams its images: the fixed part only."""
+    data = data if hasattr(data, "get") else {}
+    name, side = str(data.get("name", "")), int(data.get("image_size", 32) or 32)
     image_bytes = 3 * side * side
     if name == "fake":
-        held = (int(get("train_size", 0) or 0) + int(get("test_size", 0) or 0)) * image_bytes
+        held = (int(data.get("train_size", 0) or 0) + int(data.get("test_size", 0) or 0)) * image_bytes
     elif name in CIFAR_FOLDERS:
-        folder = Path(str(get("root", "data"))) / CIFAR_FOLDERS[name]
+        folder = Path(str(data.get("root", "data"))) / CIFAR_FOLDERS[name]
         files = [f for f in folder.iterdir() if f.is_file()] if folder.is_dir() else []
         held = sum(f.stat().st_size for f in files) if files else 60_000 * image_bytes
     else:
@@ -117,9 +108,8 @@ def job_memory_bytes(data: Any) -> int:
 
 def limit_slots(slots: list[Slot], requested: Optional[int], job_bytes: Optional[int] = None,
                 cpus: Optional[int] = None, available: Optional[int] = None) -> tuple[list[Slot], Optional[str]]:
-    """The slots that fit this machine: on CPU slots, at most one job per usable core (more only share the
-    same cores and multiply the memory); and at most as many jobs as MemAvailable holds at job_bytes each
-    (at least one). Returns the slots kept and a one-line note when it kept fewer, else None."""
+    """The slots that fit this machine: on CPU slots at most one job per usable core, and at most as many jobs
+    as MemAvailable holds at job_bytes each (at least one); with a one-line note when it kept fewer."""
     n, why = len(slots), []
     if slots and slots[0].gpu is None:
         cpus = usable_cpus() if cpus is None else cpus
@@ -143,8 +133,6 @@ _HELD: dict[str, tuple[Slot, Any]] = {}
 
 def acquire(slots: list[Slot], lease_dir: str, poll_s: float = 0.5) -> Slot:
     """This process's slot in lease_dir: the one it already holds, else the first free one (waits)."""
-    from filelock import FileLock, Timeout
-
     if lease_dir in _HELD:
         return _HELD[lease_dir][0]
     Path(lease_dir).mkdir(parents=True, exist_ok=True)
@@ -173,8 +161,6 @@ class LeasedTask:
         self.lease_dir = lease_dir
 
     def __call__(self, cfg: Any) -> Any:
-        from allconv_sweep.config import runtime
-
         slot = acquire(self.slots, self.lease_dir)
         if slot.gpu is not None:
             _pin_gpu(slot.gpu)
@@ -207,7 +193,5 @@ def _pin_gpu(gpu: str) -> None:
 
 
 def _write(out: Path, record: dict) -> None:
-    from allconv_sweep.runs import write_json
-
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / LEASE_FILE, record)

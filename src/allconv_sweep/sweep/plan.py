@@ -1,27 +1,18 @@
-"""The jobs of a sweep (a sweeps/*.yaml file, its sweep.* keys): their folders and state, the checks, the dry run.
-
-Used by PaperSweeper (src/hydra_plugins/allconv_sweep_plugins/sweeper.py) in the process that starts the
-sweep, before anything is launched:
-- every job's config is composed as Hydra will compose it, so its folder and result key are known
-  (allconv_sweep.runs): a job whose folder holds a finished run of the same key is not launched again
-  (nothing it wrote is touched); one with checkpoints/last.ckpt of the same key is launched and resumes
-  from it (train() does the resuming); a folder holding a run of ANOTHER key (or of an earlier version,
-  which recorded none) stops the sweep before anything is launched, one line per such job naming the
-  keys that differ: a different config is never passed off as this one, nor overwritten;
-- every job's config is validated (a bad value stops the sweep before any job starts, in one line), and
-  Lightning DDP inside a local multirun is refused (it re-launches the whole sweep);
-- `sweep.dry_run=true` lists the jobs and their state and writes nothing;
-- the planned jobs go to <sweep dir>/sweep.json, so the report counts a job that never wrote a
-  metrics.json as missing.
-"""
+"""A sweep's jobs, planned before anything is launched (by PaperSweeper, hydra_plugins/.../sweeper.py): each
+job's config composed as Hydra will compose it and validated, its folder and state found (done: skip; last.ckpt
+of the same result key: resume; another key in the folder: refused, never overwritten), the dry run's listing,
+and sweep.json, so the report counts a job that never wrote a metrics.json as missing."""
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from allconv_sweep import config as config_mod
@@ -29,13 +20,13 @@ from allconv_sweep import runs
 from allconv_sweep.config.identity import result_key
 from allconv_sweep.errors import UserError
 from allconv_sweep.runs import RunRecord, RunState
+from allconv_sweep.runs.record import CONFIG_FIELDS
 
 OUTPUT_DIR = "${hydra:runtime.output_dir}"  # conf/paths/default.yaml: the job's folder, made by Hydra
 STATE_TEXT = {"done": "done, skip", "resume": "resume from last.ckpt", "rerun": "run again", "new": "run",
               "mismatch": "ANOTHER CONFIG: refused"}
 
-# The Hydra + Lightning DDP problem: in a multirun, each DDP child process is started with this process's
-# command line, which holds the sweep, so every child starts the whole sweep again.
+# In a multirun, each Lightning DDP child process re-runs this command line, which holds the whole sweep.
 DDP_ISSUES = ("https://github.com/facebookresearch/hydra/issues/2070 and "
               "https://github.com/Lightning-AI/pytorch-lightning/pull/18175")
 SPAWN_STRATEGIES = ("ddp_spawn",)   # mp.spawn re-runs no command line
@@ -59,16 +50,12 @@ class Job:
 
 
 def _multi_device(devices: Any, one_gpu_visible: bool) -> bool:
-    if isinstance(devices, bool) or devices is None:
-        return False
     if isinstance(devices, (list, ListConfig)):
         return len(devices) > 1
-    text = str(devices).strip()
+    text = str(devices).strip()  # None and booleans: one device
     if text in ("auto", "-1"):
         return not one_gpu_visible
-    if "," in text:
-        return len([d for d in text.split(",") if d.strip()]) > 1
-    return text.isdigit() and int(text) > 1
+    return len([d for d in text.split(",") if d.strip()]) > 1 if "," in text else text.isdigit() and int(text) > 1
 
 
 def check_ddp(job_cfg: DictConfig, kind: str) -> None:
@@ -90,18 +77,9 @@ def check_ddp(job_cfg: DictConfig, kind: str) -> None:
 
 
 def plan(master: DictConfig, config_loader: Any, job_overrides: Sequence[Sequence[str]], kind: str) -> list[Job]:
-    """Compose every job's config as Hydra will, check it, and find its folder and state.
-
-    Composing is the slow part (~0.2 s a job), so jobs that choose the same config-group options
-    (model=..., data=...) share one composition, and each job's value overrides (optimizer.lr=...) are
-    applied to a copy exactly as Hydra applies them, after the defaults are merged; its override_dirname
-    is computed by Hydra's own function. 48 jobs of pooling_ablation: 12 compositions, not 48.
-    """
-    import copy
-
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+    """Compose every job's config as Hydra will, check it, and find its folder and state. Composing is the slow
+    part (~0.2 s a job): jobs that choose the same group options share one composition, and each job's value
+    overrides are applied to a copy as Hydra applies them (pooling_ablation's 48 jobs: 12 compositions)."""
     parser = OverridesParser.create()
     repo = getattr(config_loader, "repository", None)
     composed: dict[tuple[str, ...], DictConfig] = {}
@@ -145,10 +123,8 @@ def plan(master: DictConfig, config_loader: Any, job_overrides: Sequence[Sequenc
         key = result_key(ident)
         planned = RunRecord(
             status="missing", result_key=key, overrides=[o for o in overrides if not o.startswith("hydra.")],
-            **{k: OmegaConf.select(cfg, path, default=None) for k, path in (
-                ("model", "model.name"), ("family", "model.family"), ("variant", "model.variant"),
-                ("data", "data.name"), ("augment", "augment.name"), ("lr", "optimizer.lr"), ("seed", "seed"),
-                ("max_epochs", "trainer.max_epochs"))})
+            max_epochs=OmegaConf.select(cfg, "trainer.max_epochs", default=None),
+            **{k: OmegaConf.select(cfg, path, default=None) for k, (path, _) in CONFIG_FIELDS.items()})
         state = runs.run_state(job_dir, key, ident, resume=bool(OmegaConf.select(cfg, "resume", default=True)))
         jobs.append(Job(overrides=overrides, dir=job_dir, planned=planned, state=state, config=None if jobs else cfg))
     return jobs

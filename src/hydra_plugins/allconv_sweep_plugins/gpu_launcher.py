@@ -1,18 +1,14 @@
-"""launcher=gpus: Hydra's joblib launcher, one worker process per GPU slot, each job leasing one GPU.
+"""launcher=gpus: Hydra's joblib launcher, one worker process per GPU slot, each job leasing one GPU (the lease:
+allconv_sweep.sweep.gpu_lease). No `from __future__ import annotations`: Hydra execs plugin modules outside
+sys.modules, where dataclasses cannot resolve string annotations."""
 
-The lease itself (file locks, CUDA_VISIBLE_DEVICES, lease.json) is in allconv_sweep.sweep.gpu_lease; this module
-is the Hydra-facing part: its config node (hydra/launcher=allconv_gpus) and the launcher class, which
-sizes the pool from the visible GPUs and wraps the task function with the lease.
-(No `from __future__ import annotations` here: Hydra execs plugin modules outside sys.modules, and
-dataclasses then cannot resolve string annotations.)
-"""
-
+import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
@@ -21,7 +17,7 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 @dataclass
 class GpuPoolLauncherConf(JobLibLauncherConf):
     _target_: str = "hydra_plugins.allconv_sweep_plugins.gpu_launcher.GpuPoolLauncher"
-    # n_jobs, jobs_per_gpu, lease_dir: set by conf/launcher/gpus.yaml (launcher.*), their one home
+    # set by conf/launcher/gpus.yaml (launcher.*), their one home
     n_jobs: Optional[int] = MISSING     # type: ignore[assignment]
     jobs_per_gpu: int = MISSING
     lease_dir: str = MISSING
@@ -43,10 +39,6 @@ class GpuPoolLauncher(JoblibLauncher):
         super().__init__(n_jobs=len(self.slots), **joblib_kwargs)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        import sys
-
-        from omegaconf import OmegaConf
-
         from allconv_sweep.sweep.gpu_lease import LeasedTask, job_memory_bytes, limit_slots
 
         # Capped, not refused: how many jobs run at once never changes a result (launcher is not part of a

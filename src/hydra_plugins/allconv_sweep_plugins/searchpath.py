@@ -1,11 +1,6 @@
-"""The repo's sweeps/ folder as the config group `sweep`, so `python -m allconv_sweep +sweep=lr_grid`.
-
-Hydra maps a search-path folder's sub-folders to config groups; sweeps/ holds its files directly, so a
-plain `file://` entry would make each sweep a primary config rather than a `sweep` option, and putting
-the repo root on the path would expose .venv/ and outputs/ to `--help`. This small ConfigSource serves
-exactly one group, `sweep`, from `allconv_sweep.config.sweeps_dir()` (source checkout, editable install
-or a wheel's share/ copy alike), and the SearchPathPlugin adds it after the package's own conf/.
-"""
+"""The repo's sweeps/ folder as the config group `sweep` (+sweep=lr_grid). Hydra maps a search-path folder's
+sub-folders to groups, and sweeps/ holds its files directly (a `file://` entry would make each sweep a primary
+config; the repo root would expose .venv/ to --help): this ConfigSource serves exactly the group `sweep`."""
 
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
-"""launcher=slurm: hydra-submitit-launcher's SLURM array, waiting for every job however it ends.
-
-The stock launcher returns `[job.results()[0] for job in jobs]`: the first job that fails or is cancelled
-raises, the sweep stops waiting for the others, and the report is written while they still run. This one
-waits for each job in turn and turns a job that ended without a result (cancelled, killed, out of memory,
-timed out past its requeues) into a failed JobReturn naming the SLURM job and its state; the sweep writes
-that reason into its manifest and the report lists the job as missing with it.
-(No `from __future__ import annotations` here: Hydra execs plugin modules outside sys.modules.)
-"""
+"""launcher=slurm: hydra-submitit-launcher's SLURM array, waiting for every job however it ends. The stock
+launcher stops waiting at the first job that fails or is cancelled (`[job.results()[0] for job in jobs]`); this
+one waits for each and turns a job that ended without a result into a failed JobReturn naming the SLURM job
+and its state (the report lists it as missing with that reason). No `from __future__ import annotations`:
+Hydra execs plugin modules outside sys.modules."""
 
 import logging
 import time
@@ -67,11 +63,9 @@ class AllconvSlurmLauncher(SlurmLauncher):
 
 
 def _wait_until_slurm_says_ended(job: Any, poll_s: float = 2.0, unknown_grace_s: float = 120.0) -> None:
-    """submitit takes a job for done as soon as its result file exists. A requeued job (scontrol requeue,
-    preemption, a node failure) still has its previous attempt's file, often a failure, while the next
-    attempt is pending or running: wait until SLURM's own state is final (sacct, forced), so the result
-    read is the last attempt's. A cluster whose sacct cannot say (state UNKNOWN for unknown_grace_s while
-    the file exists) falls back to the file."""
+    """submitit takes a job for done once its result file exists, but a requeued job still has its previous
+    attempt's file while the next one runs: wait until SLURM's own state is final (sacct, forced). If sacct
+    says UNKNOWN for unknown_grace_s, the file is read."""
     unknown_since = None
     while True:
         job.wait()  # the result file exists, or sacct already said the job ended

@@ -1,40 +1,37 @@
-"""PaperSweeper, the Hydra sweeper plugin (a multirun's driver) of every sweep file (sweeps/*.yaml): Hydra's
-basic sweeper (the same grid syntax and job order) plus what a paper sweep needs; the work is done by the
-sweep package (allconv_sweep.sweep.plan, .follow_up).
-
-Set by sweeps/_common.yaml (hydra.sweeper._target_). Before launching it composes every job's config
-(allconv_sweep.sweep.plan.plan) and then:
-- `sweep.dry_run=true`: prints the jobs with their folders and state, launches and writes nothing;
-- skips jobs whose folder holds a finished run of the same result key (a re-run of a sweep trains nothing
-  new), launches the rest (unfinished ones resume from their last.ckpt inside train()); a folder holding a
-  run of another config stops the sweep before anything is launched (one line per job, exit 2);
-- holds a lock on the sweep folder while it runs: a second sweep into the same folder is refused;
-- a signal (SIGTERM, SIGINT) stops launching: the interrupted job records `interrupted`, the report is
-  written, and the command exits 128 + the signal's number (the same command resumes);
-- never raises for a failed job: every job of the sweep runs, and the report callback lists failures;
-- refuses, in one line, bad values and Lightning DDP inside a local multirun (allconv_sweep.sweep.plan.check_ddp);
-- the seeds sweep (sweep.from set): jobs are built from another sweep's chosen runs, with more seeds.
-"""
+"""PaperSweeper, the multirun driver of every sweep file (set by sweeps/_common.yaml): Hydra's basic sweeper (the
+same grid syntax and job order) that first plans every job (allconv_sweep.sweep.plan: one-line refusals of bad
+values, of DDP in a local multirun and of folders holding another config's run; sweep.dry_run lists the jobs),
+then launches only the unfinished ones under a lock on the sweep folder, never raises for a failed job (the
+report lists it), and on SIGTERM/SIGINT stops launching (the report is written; exit 128 + the signal).
+With sweep.from set, the jobs are built from another sweep's chosen runs (allconv_sweep.sweep.follow_up)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from allconv_sweep import runs
+from allconv_sweep.config.files import group_options
+from allconv_sweep.config.identity import override_key
+from allconv_sweep.errors import RunInterrupted, UserError
+from allconv_sweep.interrupts import lightning_is_handling_signals, note_interrupt
 
 log = logging.getLogger(__name__)
 
 
 def _user_error(exc: BaseException) -> Optional[BaseException]:
-    from allconv_sweep.errors import UserError
-
     while exc is not None:
         if isinstance(exc, UserError):
             return exc
@@ -59,7 +56,6 @@ class PaperSweeper(BasicSweeper):
             _exit_user_error(err)
 
     def sweep(self, arguments: List[str]) -> Any:
-        from allconv_sweep.errors import UserError
         from allconv_sweep.sweep import follow_up
         from allconv_sweep.sweep import plan as plan_mod
 
@@ -69,7 +65,6 @@ class PaperSweeper(BasicSweeper):
         kind = str(OmegaConf.select(cfg, "launcher.name", default=None) or "local")  # conf/launcher/<name>.yaml
         try:
             if name == "_common" or OmegaConf.select(cfg, "sweep.name", default=None) is None:
-                from allconv_sweep.config.files import group_options
                 raise UserError("+sweep=_common is the part every sweep shares, not a sweep; choose one of: "
                                 + ", ".join(group_options("sweep") or []))
             sweep_node = cfg.get("sweep") or {}
@@ -89,10 +84,6 @@ class PaperSweeper(BasicSweeper):
             print("dry run: nothing launched, nothing written")
             return []
 
-        from allconv_sweep import runs
-        from allconv_sweep.errors import RunInterrupted
-        from allconv_sweep.interrupts import note_interrupt
-
         try:
             plan_mod.refuse_mismatches(jobs, sweep_dir)
             runs.ensure_writable(sweep_dir)
@@ -105,8 +96,6 @@ class PaperSweeper(BasicSweeper):
         todo = [j for j in jobs if j.todo]
         log.info(f"sweep {name} in {sweep_dir}: {len(jobs)} jobs; {plan_mod.summary(jobs)}")
         _print_config_once(jobs)
-        import time
-
         from allconv_sweep.console import SWEEP_JOBS, SWEEP_START
         os.environ[SWEEP_START], os.environ[SWEEP_JOBS] = str(time.time()), str(len(todo))
         returns = []
@@ -115,8 +104,7 @@ class PaperSweeper(BasicSweeper):
             with _signals_raise():
                 for start in range(0, len(todo), size):
                     batch = [j.overrides for j in todo[start:start + size]]
-                    # A failed job is recorded (metrics.json status failed, or no metrics.json) and listed by the
-                    # report; unlike BasicSweeper we do not raise here, so every job of the sweep runs.
+                    # unlike BasicSweeper, a failed job (recorded, listed by the report) never stops the sweep
                     try:
                         rets = self.launcher.launch(batch, initial_job_idx=start)
                         returns.append(rets)
@@ -136,10 +124,6 @@ class PaperSweeper(BasicSweeper):
 def _note_ended_without_result(jobs, rets, sweep_dir, name, plan_mod) -> None:
     """A job the launcher saw end without a result (a SLURM job cancelled or killed) and that left no
     metrics.json: its reason goes into the sweep's manifest, where the report finds it."""
-    from hydra.core.utils import JobStatus
-
-    from allconv_sweep import runs
-
     noted = False
     for job, ret in zip(jobs, rets or []):
         if getattr(ret, "status", None) == JobStatus.FAILED and not (job.dir / runs.METRICS_FILE).exists():
@@ -154,8 +138,6 @@ def _print_config_once(jobs) -> None:
     first = jobs[0].config if jobs else None
     if first is None or not OmegaConf.select(first, "print_config", default=True):
         return
-    from omegaconf import open_dict
-
     from allconv_sweep.console import console, print_config_tree
 
     shown = first.copy()
@@ -171,34 +153,22 @@ def _print_config_once(jobs) -> None:
 
 
 def _swept(jobs) -> str:
-    from allconv_sweep.config.identity import override_key
-
     keys = {override_key(o) for j in jobs for o in j.overrides if not o.startswith("hydra.")}
     varying = sorted(k for k in keys if len({next((o for o in j.overrides if override_key(o) == k), None)
                                              for j in jobs}) > 1)
     return ", ".join(varying) or "nothing"
 
 
-class _signals_raise:
-    """While the sweep launches jobs, SIGTERM in this process raises RunInterrupted where Lightning is not
-    handling it (between jobs, or while the gpus launcher waits for its workers); inside a job's fit,
-    Lightning's own handler runs first and stops the job at the next batch (train() records it)."""
+@contextmanager
+def _signals_raise():
+    """While the sweep launches jobs, SIGTERM raises RunInterrupted where Lightning is not handling it (between
+    jobs, or while the gpus launcher waits); inside a job's fit, Lightning's handler stops the job itself."""
+    def handler(signum, frame):
+        if not lightning_is_handling_signals():
+            raise RunInterrupted("SIGTERM", "SIGTERM received while the sweep was launching or waiting")
 
-    def __enter__(self):
-        import signal
-
-        from allconv_sweep.errors import RunInterrupted
-        from allconv_sweep.interrupts import lightning_is_handling_signals
-
-        def handler(signum, frame):
-            if not lightning_is_handling_signals():
-                raise RunInterrupted("SIGTERM", "SIGTERM received while the sweep was launching or waiting")
-
-        self._old = signal.signal(signal.SIGTERM, handler)
-        return self
-
-    def __exit__(self, *exc):
-        import signal
-
-        signal.signal(signal.SIGTERM, self._old)
-        return False
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
