@@ -124,7 +124,7 @@ def record_run(*, cfg, model, output_dir, key, info, trainer, throughput, diverg
 
 
 def _is_wandb(logger) -> bool:
-    return logger.__class__.__name__ == "WandbLogger"
+    return any(c.__name__ == "WandbLogger" for c in type(logger).__mro__)  # wandb_run's subclass too
 
 
 def finish_loggers(trainer, metrics: dict) -> None:
