@@ -12,7 +12,7 @@ from hydra.experimental.callback import Callback
 
 from allconv_sweep.errors import command
 from allconv_sweep.results import tables
-from allconv_sweep.results.figures import write_all
+from allconv_sweep.results.figures import data_title, write_all
 from allconv_sweep.results.tables import RESULTS_CSV, RESULTS_MD, RESULTS_PNG, read_sweep, render_md, write_csv
 from allconv_sweep.runs import METRICS_FILE
 from allconv_sweep.runs import REPORT_STATUSES as STATUSES
@@ -48,9 +48,15 @@ def print_report(sweep_dir: Path, result: dict[str, Any], console: Any = None) -
         console = Console(highlight=False)
         console.width = console.width if console.is_terminal else max(console.width, 120)
     header, rows = tables.per_network(result["choices"])
-    shown = [i for i, h in enumerate(header) if h in SHOWN and (h not in ("data", "augment", "setting")
-                                                                or len({r[i] for r in rows}) > 1)]
-    table = Table(title=f"{sweep_dir.name}: the learning rate chosen per network", title_justify="left")
+
+    def telling(i: int) -> bool:  # a column with something in it; data, augment, setting: where they differ
+        values = {str(r[i]) for r in rows}
+        return bool(values - {"-"}) and (header[i] not in ("data", "augment", "setting") or len(values) > 1)
+
+    shown = [i for i, h in enumerate(header) if h == "network" or (h in SHOWN and telling(i))]
+    console.print(f"{sweep_dir.name} on {data_title(result['choices'])}: the learning rate chosen per network",
+                  style="bold", soft_wrap=True)
+    table = Table()
     for i in shown:
         table.add_column(header[i], justify="left" if i < 4 else "right")
     for r in rows:
