@@ -124,13 +124,16 @@ def wandb_run_records(path: Path) -> list:
 
 
 def wandb_config(path: Path) -> dict:
-    """The run's config: what it started with and every later update (log_hyperparams), later ones win."""
+    """The run's config: what it started with and every later update (log_hyperparams), later ones win; nested
+    keys dotted (model.name), as W&B's runs table lists them."""
+    from allconv_sweep.training.wandb_run import flatten
+
     config: dict = {}
     for record in wandb_records(path, "run") + wandb_records(path, "config"):
         for item in (record.config.update if hasattr(record, "config") else record.update):
             key = item.key or ".".join(item.nested_key)
             config[key] = json.loads(item.value_json)
-    return config
+    return flatten(config)
 
 
 def wandb_summary(path: Path) -> dict:

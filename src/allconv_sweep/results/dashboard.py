@@ -14,8 +14,9 @@ from allconv_sweep.results.figures import FIGURES
 from allconv_sweep.results.tables import read_sweep, table3_section
 
 WORKSPACE_JSON, REPORT_JSON = "wandb_workspace.json", "wandb_report.json"
-RUNS_TABLE = ["config:model.name", "config:model.variant", "config:optimizer.lr", "config:seed", "summary:status",
-              "summary:chosen_lr", "summary:val_error", "summary:test_error"]
+# the runs' nested config (training/wandb_run.py) and summary, named as wandb-workspaces names them
+RUNS_TABLE = [("config", "model.name"), ("config", "model.variant"), ("config", "optimizer.lr"), ("config", "seed"),
+              ("summary", "status"), ("summary", "chosen_lr"), ("summary", "val_error"), ("summary", "test_error")]
 PARALLEL = [("config", "model.family"), ("config", "model.variant"), ("config", "optimizer.lr"),
             ("summary", "val_error"), ("summary", "test_error")]
 
@@ -35,6 +36,8 @@ def wandb_settings(sweep_dir: Path, rows: list) -> Optional[dict[str, Any]]:
 
 def spec(sweep_dir: Path, settings: dict, entity: Optional[str], choices: list) -> dict[str, Any]:
     """The workspace and the report, declared (the JSON written offline; build() turns it into objects)."""
+    from allconv_sweep.training.wandb_run import config_path
+
     group, where = settings["group"], {"entity": entity, "project": settings["project"], "group": settings["group"]}
     panels = [{"type": "bar", "title": "test error per network", "metric": "test_error", "groupby": "model.name"},
               {"type": "bar", "title": "test error per variant", "metric": "test_error", "groupby": "model.variant"},
@@ -47,7 +50,8 @@ def spec(sweep_dir: Path, settings: dict, entity: Optional[str], choices: list) 
               {"type": "h2", "text": "The report's figures"},
               {"type": "media", "run_filter": f"Metric('Group') = '{group}' and Metric('JobType') = 'report'",
                "keys": [f.key for f in FIGURES if (sweep_dir / f.file).is_file()]}]
-    return {"workspace": {**where, "name": f"{group}: variants compared", "panels": panels, "runs_table": RUNS_TABLE,
+    return {"workspace": {**where, "name": f"{group}: variants compared", "panels": panels,
+                          "runs_table": [f"{s}:{config_path(k) if s == 'config' else k}" for s, k in RUNS_TABLE],
                           "filter": f"Metric('Group') = '{group}'"},
             "report": {**where, "title": f"{group}: Table 3 of Striving for Simplicity, reproduced", "blocks": blocks}}
 

@@ -55,9 +55,20 @@ def _panels(items: list[tuple[LrChoice, Any]]):
     return fig, [(ax, *kv) for ax, kv in zip(axes[0], panels.items())], _colors([c for c, _ in items])
 
 
+def wrapped(fig, text: str, width_px: float, fontsize: float) -> str:
+    """text wrapped to width_px at fontsize, the width of a character measured with the figure's renderer."""
+    probe = fig.text(0, 0, "the quick brown fox, 0123456789 (BCDE)", fontsize=fontsize)
+    per_char = probe.get_window_extent(fig.canvas.get_renderer()).width / len(probe.get_text())
+    probe.remove()
+    return "\n".join(textwrap.fill(line, max(10, int(width_px / per_char))) for line in text.split("\n"))
+
+
 def save_figure(fig, path: Path, suptitle: Optional[str] = None) -> None:
+    """Titles wrapped to the figure's width, the layout fitted to its texts, then saved."""
     if suptitle:
-        fig.suptitle("\n".join(textwrap.wrap(suptitle, 95)), fontsize=11)
+        fig.suptitle(wrapped(fig, suptitle, 0.9 * fig.bbox.width, 11), fontsize=11)
+    for ax in fig.axes:
+        ax.set_title(wrapped(fig, ax.get_title(), 0.9 * ax.get_window_extent().width, 12))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     pyplot().close(fig)
@@ -130,14 +141,12 @@ def table3(path: Path, choices: list[LrChoice], rows: Any = None) -> Optional[di
             ax.bar(x + 0.2, paper, width=0.4, color="lightgray", edgecolor="black", linewidth=0.5)
             ax.text(x + 0.2, paper, f"{paper:.2f}", ha="center", va="bottom", fontsize=7, color="dimgray")
             values.append(paper)
-        values += [ours - std, ours + std]
+        values.append(ours + std)
         xs.append(x)
         data[c.model if not c.setting else f"{c.model} {c.setting}"] = {
             "ours": ours, "std": c.test_std and 100 * c.test_std, "paper": paper, "seeds": len(c.test_errors),
             "color": colors[id(c)], "protocol": c.protocol}
-    low, high = min(values), max(values)
-    pad = max(0.5, 0.15 * (high - low))
-    ax.set_ylim(max(0.0, low - pad), high + 2 * pad)  # zoomed: Table 3's differences are tenths of a point
+    ax.set_ylim(0, 1.15 * max(values))  # bars from zero: their heights compare as the numbers do; values printed
     ax.set_xlim(min(xs) - 1, max(xs) + 1)
     ax.set_xticks(xs, [display_name(c.model) + ("" if c.data == "cifar10" and c.augment == "none" else
                                                 f"\n{c.data}" + ("+" if c.augment == "flip_translate" else ""))
@@ -146,9 +155,8 @@ def table3(path: Path, choices: list[LrChoice], rows: Any = None) -> Optional[di
     title = f"Test error on {data_title(shown)}: the chosen lr of each network"
     if any(v["paper"] is not None for v in data.values()):
         title += "\nours (colour; mean ± std over seeds; hatched: includes diverged) beside the paper's (gray)"
-    ax.set_title("\n".join(textwrap.fill(line, 110) for line in title.split("\n")), fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    save_figure(fig, path)
+    save_figure(fig, path, title)
     return data
 
 
@@ -192,20 +200,28 @@ def curves(path: Path, choices: list[LrChoice], rows: Any = None) -> Optional[di
                 items.append((c, log))
     if not items:
         return None
+    from matplotlib.ticker import MaxNLocator
+
     fig, panels, colors = _panels(items)
     data: dict[str, dict] = {}
+    last = max(e for _, log in items for e in log["epochs"])
+    errors = [v for _, log in items for v in log["val_error"]]
     for ax, panel, members in panels:
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs, a single one too
+        ax.set_xlim(0.5, last + 0.5)  # (a single epoch: not 0.96-1.04)
         drops = sorted({d for _, log in members for d in log["lr_drops"]})
         for d in drops:
             ax.axvline(d - 0.5, color="gray", linestyle=":", linewidth=1)
         for c, log in members:
-            ax.plot(log["epochs"], log["val_error"], marker="o" if len(log["epochs"]) < 30 else None, markersize=3,
-                    color=colors[id(c)], label=f"{display_name(c.model)} (lr {c.lr:g})")
+            ax.plot(log["epochs"], log["val_error"], marker="o" if len(log["epochs"]) < 30 else None,
+                    markersize=3 if len(log["epochs"]) > 5 else 7, color=colors[id(c)],
+                    label=f"{display_name(c.model)} (lr {c.lr:g})")
         data[panel] = {c.model: {**log, "color": colors[id(c)]} for c, log in members}
         ax.set(title=panel + ("; dotted: lr x0.1" if drops else ""), xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    if max(errors) - min(errors) < 2:  # a point or a flat line: a few points of error around it, not 0.01
+        panels[0][0].set_ylim(max(0.0, min(errors) - 2), min(100.0, max(errors) + 2))
     save_figure(fig, path, f"Validation error per epoch of the chosen runs on {data_title([c for c, _ in items])}")
     return data
 

@@ -11,7 +11,8 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 
 from allconv_sweep.errors import command
-from allconv_sweep.results.figures import write_all
+from allconv_sweep.results import tables
+from allconv_sweep.results.figures import data_title, write_all
 from allconv_sweep.results.tables import RESULTS_CSV, RESULTS_MD, RESULTS_PNG, read_sweep, render_md, write_csv
 from allconv_sweep.runs import METRICS_FILE
 from allconv_sweep.runs import REPORT_STATUSES as STATUSES
@@ -26,11 +27,44 @@ def write_report(sweep_dir: str | Path, plot: bool = True, echo: bool = True) ->
     md = render_md(sweep_dir, rows, choices, figures)
     (sweep_dir / RESULTS_MD).write_text(md)
     write_csv(sweep_dir / RESULTS_CSV, rows, choices)
-    if echo:
-        print(md)
-        print(f"report: {sweep_dir / RESULTS_MD}, {sweep_dir / RESULTS_CSV}" + "".join(f", {sweep_dir / f}" for f in figures))
     counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
-    return {"rows": rows, "choices": choices, "counts": counts, "markdown": md, "figures": figures}
+    result = {"rows": rows, "choices": choices, "counts": counts, "markdown": md, "figures": figures}
+    if echo:
+        print_report(sweep_dir, result)
+    return result
+
+
+SHOWN = ("network", "data", "augment", "setting", "lr", "val error %", "test error %", "seeds", "paper %",
+         "ours − paper")
+
+
+def print_report(sweep_dir: Path, result: dict[str, Any], console: Any = None) -> None:
+    """The lr chosen per network as a table (plain text, no colour codes, where stdout is not a terminal), the
+    jobs' statuses, then where results.md and the rest are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        console = Console(highlight=False)
+        console.width = console.width if console.is_terminal else max(console.width, 120)
+    header, rows = tables.per_network(result["choices"])
+
+    def telling(i: int) -> bool:  # a column with something in it; data, augment, setting: where they differ
+        values = {str(r[i]) for r in rows}
+        return bool(values - {"-"}) and (header[i] not in ("data", "augment", "setting") or len(values) > 1)
+
+    shown = [i for i, h in enumerate(header) if h == "network" or (h in SHOWN and telling(i))]
+    console.print(f"{sweep_dir.name} on {data_title(result['choices'])}: the learning rate chosen per network",
+                  style="bold", soft_wrap=True)
+    table = Table()
+    for i in shown:
+        table.add_column(header[i], justify="left" if i < 4 else "right")
+    for r in rows:
+        table.add_row(*(str(r[i]) for i in shown))
+    console.print(table)
+    console.print("jobs: " + ", ".join(f"{n} {s}" for s, n in result["counts"].items() if n), style="bold")
+    console.print(f"report: {sweep_dir / RESULTS_MD}", soft_wrap=True)
+    console.print("also: " + ", ".join(str(sweep_dir / f) for f in [RESULTS_CSV, *result["figures"]]), soft_wrap=True)
 
 
 class ReportCallback(Callback):

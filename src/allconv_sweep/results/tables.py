@@ -114,19 +114,27 @@ def table3_rows(choices: list[LrChoice]) -> tuple[list[str], list[list[Any]]]:
     return columns, data
 
 
+def _protocol(c: LrChoice) -> str:
+    """How the chosen runs trained, each image count named by what it counts."""
+    train, val = (", ".join(f"{n:,}" for n in sorted({getattr(r, k) for r in c.rows} - {None, 0}))
+                  for k in ("train_size", "val_size"))
+    if c.protocol == "final":
+        return "final: all training images" + (f" ({train} images)" if train else "")
+    counts = ", ".join(([f"{train} training images"] if train else []) + ([f"{val} validation images"] if val else []))
+    return "lr selection: validation held out" + (f" ({counts})" if counts else "")
+
+
 def per_network(choices: list[LrChoice]) -> tuple[list[str], list[list[str]]]:
     """Per network: the lr chosen, what it was chosen on, its errors, beside the paper's."""
     header = ["network", "data", "augment", "setting", "lr", "chosen on (lr: val error %)", "val error %",
               "test error %", "seeds", "protocol", "params", "paper %", "ours − paper"]
     rows = []
     for c in choices:
-        theirs, sizes = paper_value(c), sorted({r.train_size for r in c.rows if r.train_size})
+        theirs = paper_value(c)
         tried = ", ".join(f"{lr:g}: {100 * s:.2f}" for lr, s in sorted(c.candidates.items(), reverse=True))
-        protocol = ("final: all training images" if c.protocol == "final" else "lr selection: validation held out") \
-            + (f" ({', '.join(f'{n:,}' for n in sizes)} images)" if sizes else "")
         rows.append([display_name(c.model), c.data, c.augment, c.setting or "-", _fmt(c.lr, "g"),
                      c.chosen_on + (f" ({tried})" if tried else ""), _pct(c.val_mean), _err_cell(c),
-                     len(c.test_errors), protocol, _fmt(c.num_params, ","), _fmt(theirs, ".2f"), _diff(c, theirs)])
+                     len(c.test_errors), _protocol(c), _fmt(c.num_params, ","), _fmt(theirs, ".2f"), _diff(c, theirs)])
     return header, rows
 
 

@@ -12,6 +12,8 @@ from allconv_sweep.results.dashboard import wandb_settings
 from allconv_sweep.results.figures import FIGURES
 from allconv_sweep.results.tables import table3_rows
 
+TABLE3_KEY = "table3_comparison"  # the report run's wandb.Table (figure keys: figures.FIGURES)
+
 
 def log_report(sweep_dir: Path, result: dict[str, Any]) -> None:
     """The report in whichever tracker the jobs used; failures printed, never raised (the report exists)."""
@@ -42,7 +44,7 @@ def _wandb_report_run(sweep_dir: Path, settings: dict, choices: list, figures: d
 
     run = _wandb_init(settings, group=settings["group"], job_type="report", name=f"{settings['group']}: report",
                       dir=str(sweep_dir), config={"sweep_dir": str(sweep_dir), "jobs": len(choices)})
-    run.log({"table3": wandb.Table(*table3_rows(choices)),
+    run.log({TABLE3_KEY: wandb.Table(*table3_rows(choices)),  # beside each figure, under its own key
              **{f.key: wandb.Image(str(sweep_dir / f.file)) for f in FIGURES if f.file in figures}})
     run.finish()
 
@@ -57,7 +59,9 @@ def _wandb_chosen_flags(sweep_dir: Path, settings: dict, rows: list, choices: li
     for r in rows:
         flag = id(r) in chosen
         if r.wandb_run_id and r.status in runs.FINISHED and done.get(r.job) != flag:
-            run = _wandb_init(settings, id=r.wandb_run_id, resume="allow", dir=str(r.path),
+            info = runs.read_run_info(r.path) or {}  # the run's name and group, so that the resume keeps them
+            run = _wandb_init(settings, id=r.wandb_run_id, resume="allow", dir=str(r.path), job_type="train",
+                              name=info.get("wandb_name"), group=info.get("wandb_group") or settings["group"],
                               settings=wandb.Settings(silent=True))  # a flag per job, not a banner per job
             run.summary["chosen_lr"] = done[r.job] = flag
             run.finish()

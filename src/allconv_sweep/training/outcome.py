@@ -158,7 +158,7 @@ def record_failure(cfg: DictConfig, exc: BaseException, before) -> None:
 
 
 def _is_wandb(logger) -> bool:
-    return logger.__class__.__name__ == "WandbLogger"
+    return any(c.__name__ == "WandbLogger" for c in type(logger).__mro__)  # wandb_run's subclass too
 
 
 def finish_loggers(trainer, metrics: dict) -> None:

@@ -1,5 +1,5 @@
 """W&B: offline without credentials; one W&B run per run folder (resumed, not duplicated, after a kill); every
-multirun grouped; the summary says what metrics.json says."""
+multirun grouped; the config nested, as W&B's Hydra integration logs it; the summary says what metrics.json says."""
 
 from __future__ import annotations
 
@@ -30,6 +30,25 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def nest(flat: dict) -> dict:
+    """{"a.b": 1} -> {"a": {"b": 1}}"""
+    out: dict = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return out
+
+
+def config_path(key: str) -> str:
+    """Where W&B keeps a nested config key: model.name -> model.value.name (each top-level key is stored as
+    {"value": ...}: wandb/sdk/lib/config_util.py); wandb-workspaces' Config("model.name") names the same."""
+    top, _, rest = key.partition(".")
+    return f"{top}.value" + (f".{rest}" if rest else "")
+
+
 def group_for(sweep_dir: Path) -> str:
     """The W&B group of a sweep folder's runs: its name; <date>_<time> in outputs/multiruns/<date>/<time>."""
     if re.fullmatch(r"\d\d-\d\d-\d\d", sweep_dir.name):
@@ -46,17 +65,25 @@ def make_wandb_logger(save_dir: str, project: str = "allconv_sweep", entity: Opt
                       group: Optional[str] = None, name: Optional[str] = None, tags: Optional[list] = None,
                       mode: Optional[str] = None):
     """conf/logger/wandb.yaml's component: Lightning's WandbLogger for the run folder `save_dir`, continuing the
-    W&B run whose id its run.json keeps, so a killed and resumed job stays one W&B run; any multirun is a group."""
+    W&B run whose id its run.json keeps, so a killed and resumed job stays one W&B run; any multirun is a group.
+    run.json also keeps the run's name and group: the report's summary updates resume the run under both."""
     from lightning.pytorch.loggers import WandbLogger
 
+    from allconv_sweep import runs
     from allconv_sweep.config import runtime
-    from allconv_sweep.runs import read_run_info
 
-    mode, sweep_dir = resolve_mode(mode), runtime.sweep_dir()
+    class NestedConfigLogger(WandbLogger):
+        def log_hyperparams(self, params: dict) -> None:  # train() gives the config flat (model.name, ...)
+            super().log_hyperparams(nest(dict(params)))
+
+    mode, sweep_dir, info = resolve_mode(mode), runtime.sweep_dir(), runs.read_run_info(save_dir) or {}
+    group = group or (sweep_dir and group_for(sweep_dir)) or None
+    if info and (info.get("wandb_name"), info.get("wandb_group")) != (name, group):
+        runs.write_json(Path(save_dir) / runs.RUN_FILE, {**info, "wandb_name": name, "wandb_group": group})
     own_wandb_service()
-    return WandbLogger(project=project, entity=entity, group=group or (sweep_dir and group_for(sweep_dir)), name=name,
-                       id=(read_run_info(save_dir) or {}).get("wandb_run_id"), resume="allow", tags=list(tags or []),
-                       save_dir=str(save_dir), offline=mode == "offline", mode=mode, reinit="finish_previous")
+    return NestedConfigLogger(project=project, entity=entity, group=group, name=name, id=info.get("wandb_run_id"),
+                              job_type="train", resume="allow", tags=list(tags or []), save_dir=str(save_dir),
+                              offline=mode == "offline", mode=mode, reinit="finish_previous")
 
 
 def own_wandb_service() -> None:
