@@ -24,7 +24,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
 
     from allconv_sweep import runs
-    from allconv_sweep.console import console
     from allconv_sweep.inspection.inputs import data_module, device_from
     from allconv_sweep.model.module import load_checkpoint
     from allconv_sweep.training.precision import resolve
@@ -61,22 +60,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
               "test_live_fraction": scores.get("test/live_fraction"), "device": str(trainer.strategy.root_device),
               "precision": str(trainer.precision), "wall_time_s": time.perf_counter() - t0,
               "versions": runs.versions()}
-    runs.write_json(output_dir / EVAL_FILE, record)
-    _print(record, console)
+    path = runs.write_json(output_dir / EVAL_FILE, record)
+    _print(record, path)
     return record
 
 
-def _print(r: dict, console) -> None:
-    from rich.table import Table
+def _print(r: dict, path: Path) -> None:
+    """The headline numbers, then what was written: its full path alone on a line (to paste)."""
+    def scores(acc: float) -> str:
+        return f"accuracy {100 * acc:.2f}% (error {100 * (1 - acc):.2f}%)"
 
-    t = Table(title=f"{r['model']} on {r['data']} (test split, {r['test_size']:,} images)")
-    for column, justify in (("", "left"), ("accuracy", "right"), ("error", "right")):
-        t.add_column(column, justify=justify)
-    t.add_row("top-1", f"{100 * r['test_acc']:.2f}%", f"{100 * r['test_error']:.2f}%")
-    if r.get("test_acc_top5") is not None:
-        t.add_row("top-5", f"{100 * r['test_acc_top5']:.2f}%", f"{100 * (1 - r['test_acc_top5']):.2f}%")
-    console.print(t)
-    console.print(f"checkpoint {r['ckpt']} (result key {r['result_key']})", soft_wrap=True)
+    top5 = "" if r.get("test_acc_top5") is None else f", top-5 {scores(r['test_acc_top5'])}"
+    print(f"{r['model']} on {r['data']}, {r['test_size']:,} test images: top-1 {scores(r['test_acc'])}{top5}")
+    print(f"checkpoint {r['ckpt']} (result key {r['result_key']})")
+    print(f"wrote:\n{path.resolve()}")
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")

@@ -65,7 +65,7 @@ def main(cfg: DictConfig) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(f"wrote {len(paths) - 1} figures; see {paths[-1]}")
+    print(f"wrote {len(paths) - 1} figures and {paths[-1].name}:", *(p.resolve() for p in paths), sep="\n")
 
 
 if __name__ == "__main__":
