@@ -52,3 +52,13 @@ def display_name(model: Optional[str]) -> str:
     if stem == "model":
         return f"Model {fam.upper()}"
     return f"{DISPLAY[stem]}-{fam.upper()}" if stem in DISPLAY else model
+
+# Table 3's three comparisons per family (issue 21): (network, against, "on par"?). The direction of each
+# is the sign of the paper's own difference (network - against, test error): All-CNN beats the base model,
+# Strided-CNN loses to it; All-CNN vs ConvPool-CNN (the same parameter count) is read as on par.
+CLAIMS = tuple((f"{a}_{f}", f"{b}_{f}", on_par) for f in "abc" for a, b, on_par in
+               (("all_cnn", "model", False), ("strided_cnn", "model", False), ("all_cnn", "convpool_cnn", True)))
+# "On par" means our 95% interval lies within +-0.3 points of test error: above the largest difference the
+# paper calls on par (0.23: All-CNN vs ConvPool-CNN, B and C), below the smallest it reads as a loss (0.45:
+# Strided-CNN-C vs Model C).
+ON_PAR_MARGIN = 0.3
