@@ -55,7 +55,9 @@ def _finetune(model: ImageClassifier, path: str) -> None:
                         f"give a <run>/checkpoints/last.ckpt written by python -m allconv_sweep") from None
     convs = [n for n, m in model.net.named_children() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     head = f"net.{convs[-1]}."
-    keep = {k: v for k, v in state.items() if k.startswith("net.") and not k.startswith(head)}
+    # the source's class layer goes too: a 1x1 class conv's weights do not fit an FC head, nor the reverse
+    theirs = [k[:-len("weight")] for k, v in state.items() if k.startswith("net.") and k.endswith(".weight") and v.dim() > 1]
+    keep = {k: v for k, v in state.items() if k.startswith("net.") and not k.startswith((head, *theirs[-1:]))}
     try:
         missing, unexpected = model.load_state_dict(keep, strict=False)
     except RuntimeError as e:  # shape mismatches
