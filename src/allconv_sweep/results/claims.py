@@ -125,7 +125,7 @@ def transfer_md(choices: list[Any]) -> list[str]:
         gain = "-"
         if init == "pretrained" and (subset, head, "scratch") in cells:
             diffs = [-d for d in _diffs(c, cells[(subset, head, "scratch")])]
-            gain = f"{_ours(diffs)} ({len(diffs)} seeds)" if diffs else "-"
+            gain = f"{_ours(diffs)} ({len(diffs)} seed{'s' * (len(diffs) != 1)})" if diffs else "-"
         lines.append(f"| {subset} | {head} | {init} | {sum(acc) / len(acc):.2f}{spread} | {len(acc)} | {gain} |")
     return ["## Transfer", "", "Test accuracy (%, mean ± std over seeds) per class subset, head and initialisation; "
             "the gain from pre-training: accuracy fine-tuned minus from scratch, paired by seed (mean [95% interval]).",
