@@ -58,7 +58,7 @@ def display_name(model: Optional[str]) -> str:
 # Strided-CNN loses to it; All-CNN vs ConvPool-CNN (the same parameter count) is read as on par.
 CLAIMS = tuple((f"{a}_{f}", f"{b}_{f}", on_par) for f in "abc" for a, b, on_par in
                (("all_cnn", "model", False), ("strided_cnn", "model", False), ("all_cnn", "convpool_cnn", True)))
-# "On par" means our 95% interval lies within +-0.3 points of test error: above the largest difference the
-# paper calls on par (0.23: All-CNN vs ConvPool-CNN, B and C), below the smallest it reads as a loss (0.45:
-# Strided-CNN-C vs Model C).
+# "On par" means our 95% interval lies within +-0.3 points of test error: above Table 3's largest All-CNN vs
+# ConvPool-CNN difference (0.23, B and C: read as on par), below its smallest Strided-CNN vs base difference
+# (0.45, C: read as a loss).
 ON_PAR_MARGIN = 0.3
