@@ -46,3 +46,14 @@ def display_name(model: Optional[str]) -> str:
     """model_a -> Model A, strided_cnn_b -> Strided-CNN-B, all_cnn_c -> All-CNN-C (the paper's names)."""
     stem, _, fam = (model or "").rpartition("_")
     return DISPLAY[stem] + fam.upper() if stem in DISPLAY else model or "?"
+
+
+# Table 3's three comparisons per family (issue 21): (network, against, "on par"?). The direction of each
+# is the sign of the paper's own difference (network - against, test error): All-CNN beats the base model,
+# Strided-CNN loses to it; All-CNN vs ConvPool-CNN (the same parameter count) is read as on par.
+CLAIMS = tuple((f"{a}_{f}", f"{b}_{f}", on_par) for f in "abc" for a, b, on_par in
+               (("all_cnn", "model", False), ("strided_cnn", "model", False), ("all_cnn", "convpool_cnn", True)))
+# "On par" means our 95% interval lies within +-0.3 points of test error: above Table 3's largest All-CNN vs
+# ConvPool-CNN difference (0.23, B and C: read as on par), below its smallest Strided-CNN vs base difference
+# (0.45, C: read as a loss).
+ON_PAR_MARGIN = 0.3

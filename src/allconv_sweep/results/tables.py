@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from allconv_sweep.results import paper
+from allconv_sweep.results.claims import verdicts_md
 from allconv_sweep.results.figures import FIGURES, data_title
 from allconv_sweep.results.paper import FAMILIES, PAPER, PAPER_TABLE3, VARIANTS, display_name, model_name, paper_value
 from allconv_sweep.runs import REPORT_STATUSES as STATUSES
@@ -148,7 +149,7 @@ def render_md(sweep_dir: Path, rows: list[JobResult], choices: list[LrChoice], f
              f"Jobs: {len(rows)} (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + "). "
              f"Epochs per run: {', '.join(map(str, epochs)) or '-'} (paper: {paper.PAPER_EPOCHS}).",
              "Settings of every job: " + (" ".join(f"`{o}`" for o in common_settings(rows)) or "the defaults") + ".", ""]
-    lines += table3_section(choices)
+    lines += table3_section(choices) + verdicts_md(choices)
     lines += ["## Per network: the learning rate with the best validation accuracy", "",
               "Chosen on mean validation error over the seeds every lr of the network has (ties: a non-diverged run, "
               "then the larger lr); test error: mean ± std over all seeds at that lr.", ""]

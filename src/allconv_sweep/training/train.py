@@ -41,7 +41,10 @@ def _finetune(model: ImageClassifier, path: str) -> None:
         raise UserError(f"finetune_from={path}: not a checkpoint this tool can load ({type(e).__name__}: {why}); "
                         f"give a <run>/checkpoints/last.ckpt written by python -m allconv_sweep") from None
     head = f"net.{conv_layer_names(model.net)[-1]}."
-    keep = {k: v for k, v in state.items() if k.startswith("net.") and not k.startswith(head)}
+    # the source's class layer goes too: a 1x1 class conv's weights do not fit an FC head, nor the reverse
+    theirs = [k[:-len("weight")] for k, v in state.items()
+              if k.startswith("net.") and k.endswith(".weight") and v.dim() > 1]
+    keep = {k: v for k, v in state.items() if k.startswith("net.") and not k.startswith((head, *theirs[-1:]))}
     try:
         missing, unexpected = model.load_state_dict(keep, strict=False)
     except RuntimeError as e:  # shape mismatches

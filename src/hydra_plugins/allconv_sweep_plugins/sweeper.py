@@ -56,7 +56,7 @@ class PaperSweeper(BasicSweeper):
             _exit_user_error(err)
 
     def sweep(self, arguments: List[str]) -> Any:
-        from allconv_sweep.sweep import follow_up
+        from allconv_sweep.sweep import follow_up, variants
         from allconv_sweep.sweep import plan as plan_mod
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
@@ -68,12 +68,12 @@ class PaperSweeper(BasicSweeper):
                 raise UserError("+sweep=_common is the part every sweep shares, not a sweep; choose one of: "
                                 + ", ".join(group_options("sweep") or []))
             sweep_node = cfg.get("sweep") or {}
-            if "from" in sweep_node:  # the seeds and final sweeps: jobs from another sweep's chosen runs
+            if "from" in sweep_node and "variant" not in sweep_node:  # seeds, final: from another sweep's chosen runs
                 job_lists: Sequence[Sequence[str]] = follow_up.seed_jobs(cfg, arguments)
             else:
                 parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
                 parsed = parser.parse_overrides(self._parse_config() + list(arguments))
-                job_lists = self.split_arguments(parsed, None)[0]
+                job_lists = variants.expand(cfg, self.split_arguments(parsed, None)[0])  # ablations, transfer
             jobs = plan_mod.plan(cfg, self.hydra_context.config_loader, job_lists, kind)
         except UserError as e:
             _exit_user_error(e)
