@@ -99,44 +99,25 @@ def _record_failure(cfg: DictConfig, exc: BaseException, before) -> None:
 def cli() -> None:
     """Check the overrides first (one-line errors), then hand over to Hydra."""
     from allconv_sweep.cli import check_overrides
+    from allconv_sweep.config.hydra_flags import shown_config
 
     # DDP ranks > 0 are this command re-run by Lightning (LOCAL_RANK >= 1) with rank 0's argv plus its own
     # hydra.run.dir="<rank 0's folder>" etc.: rank 0 has checked the overrides already
     relaunched_rank = os.environ.get("LOCAL_RANK", "0") != "0"
-    if not relaunched_rank and not any(
-            a in ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc")
-            for a in sys.argv[1:]):
-        try:
+    try:
+        if not relaunched_rank and not any(
+                a in ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc")
+                for a in sys.argv[1:]):
             check_overrides(sys.argv[1:])
-        except UserError as e:
-            for line in str(e).splitlines():
-                print(f"error: {line}", file=sys.stderr)
-            sys.exit(2)
-    if _hydra_cfg_resolved(sys.argv[1:]):
+        shown = shown_config(sys.argv[1:])  # --cfg: its own checks; with --resolve, the text
+    except UserError as e:
+        for line in str(e).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
+    if shown is not None:
+        print(shown)
         return
     main()
-
-
-def _hydra_cfg_resolved(args: list[str]) -> bool:
-    """`--cfg hydra --resolve`: Hydra prints the hydra node alone, where ${sweep.root} and the like have
-    nothing to resolve against; print it resolved within the whole config instead."""
-    flags = [a for a in args if a.startswith("-")]
-    cfg_at = [i for i, a in enumerate(args) if a in ("--cfg", "-c")]
-    if not cfg_at or cfg_at[0] + 1 >= len(args) or args[cfg_at[0] + 1] != "hydra" or "--resolve" not in flags:
-        return False
-    from hydra.core.utils import setup_globals
-    from omegaconf import OmegaConf, open_dict
-
-    from allconv_sweep.config import compose
-
-    setup_globals()  # the now: resolver of hydra.run.dir
-    overrides = [a for i, a in enumerate(args) if not a.startswith("-") and i != cfg_at[0] + 1]
-    cfg = compose(overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = "<set when the job starts>"
-        cfg.hydra.job.override_dirname = ",".join(o for o in overrides if not o.startswith("hydra."))
-    print(OmegaConf.to_yaml(OmegaConf.create({"hydra": OmegaConf.to_container(cfg.hydra, resolve=True)})))
-    return True
 
 
 if __name__ == "__main__":
