@@ -1,5 +1,6 @@
 """What --help promises of Hydra's own flags (issue 20, item 7): `--cfg job --resolve` prints the resolved config
-with the value only a job's start sets marked as such, and errors under --cfg are one line."""
+with the value only a job's start sets marked as such, errors under --cfg are one line, and tab completion
+offers every choice of an enum key, spelled as the command line takes it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from allconv_sweep.config.schema import INITS
+
+SCRIPT = Path(sys.executable).parent / "allconv-sweep"  # pyproject's [project.scripts]: what completion hooks
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -44,3 +49,18 @@ def test_an_error_under_cfg_is_one_line_and_exit_2(tmp_path, monkeypatch, args, 
     r = run_cli(*args, cwd=tmp_path)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
+
+
+def _completions(line: str) -> set[str]:
+    assert SCRIPT.is_file(), "pyproject.toml's [project.scripts] entry is not installed"
+    env = {**os.environ, "COMP_LINE": line}
+    r = subprocess.run([str(SCRIPT), "-sc", "query=bash"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return set(r.stdout.split())
+
+
+def test_completion_of_an_enum_key_offers_every_choice_as_the_command_line_takes_it():
+    assert _completions("allconv-sweep model.init=") == {f"model.init={name}" for name in INITS}
+    assert _completions("allconv-sweep model=model_a model.head=") == {"model.head=conv", "model.head=fc"}
+    assert _completions("allconv-sweep model.init=caffe_") == {"model.init=caffe_xavier", "model.init=caffe_msra"}
+    assert _completions("allconv-sweep optimizer.lr=") == {"optimizer.lr=0.05"}  # other keys: Hydra's answer

@@ -99,7 +99,7 @@ def _record_failure(cfg: DictConfig, exc: BaseException, before) -> None:
 def cli() -> None:
     """Check the overrides first (one-line errors), then hand over to Hydra."""
     from allconv_sweep.cli import check_overrides
-    from allconv_sweep.config.hydra_flags import shown_config
+    from allconv_sweep.config.hydra_flags import offer_enum_choices, shown_config
 
     # DDP ranks > 0 are this command re-run by Lightning (LOCAL_RANK >= 1) with rank 0's argv plus its own
     # hydra.run.dir="<rank 0's folder>" etc.: rank 0 has checked the overrides already
@@ -117,6 +117,7 @@ def cli() -> None:
     if shown is not None:
         print(shown)
         return
+    offer_enum_choices(sys.argv[1:])  # -sc: every choice of an enum key
     main()
 
 

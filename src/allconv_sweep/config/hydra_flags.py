@@ -1,9 +1,12 @@
-"""What Hydra's own flags do for this app. `--cfg job|hydra|all [--resolve]`: the overrides' choices and keys
-are checked as for a run (one-line errors); with --resolve the config is resolved here, within the whole
-config, and the value only a job's start sets (hydra.runtime.output_dir) reads RUN_TIME."""
+"""What two of Hydra's own flags do for this app. `--cfg job|hydra|all [--resolve]`: the overrides' choices and
+keys are checked as for a run (one-line errors); with --resolve the config is resolved here, within the whole
+config, and the value only a job's start sets (hydra.runtime.output_dir) reads RUN_TIME. `-sc query=<shell>`:
+Hydra's completion offers an enum key's current value only; here it offers every choice, as the command line
+takes it."""
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, Optional
 
 from omegaconf import OmegaConf, open_dict
@@ -65,3 +68,27 @@ def _resolved(value: Any) -> Any:
 
 def _parse_error(message: str) -> None:
     raise UserError(f"cannot parse the command line: {message}")
+
+
+def offer_enum_choices(args: list[str]) -> None:
+    """Under -sc/--shell-completion: `model.init=<TAB>` offers every Init (model.init=caffe_msra, ...), not the
+    current value as Hydra writes it (model.init=Init.caffe_xavier). Hydra (1.3) has no hook for a value's
+    choices: its CompletionPlugin._get_matches, which every shell's plugin calls, is wrapped here."""
+    from hydra.plugins.completion_plugin import CompletionPlugin
+
+    hydra_matches = CompletionPlugin._get_matches
+    if not any(a in ("-sc", "--shell-completion") for a in args) or getattr(hydra_matches, "enum_choices", False):
+        return
+
+    def matches(config: Any, word: str) -> list[str]:
+        key, equals, typed = word.partition("=")
+        try:
+            value = OmegaConf.select(config, key, default=None) if equals and OmegaConf.is_config(config) else None
+        except Exception:  # noqa: BLE001 - no such key, or one that does not resolve yet: Hydra's answer
+            value = None
+        if not isinstance(value, Enum):
+            return hydra_matches(config, word)
+        return [f"{key}={choice.name}" for choice in type(value) if choice.name.startswith(typed)]
+
+    matches.enum_choices = True  # type: ignore[attr-defined]
+    CompletionPlugin._get_matches = staticmethod(matches)  # type: ignore[method-assign]
