@@ -5,10 +5,9 @@ import os
 import sys
 
 import hydra
-from hydra.core.utils import setup_globals
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
-from allconv_sweep.config import compose, config_dir, register, runtime
+from allconv_sweep.config import config_dir, register, runtime
 from allconv_sweep.errors import RunInterrupted, UserError
 
 register()  # the schema and resolvers: this module is what a sweep's job processes import to run main
@@ -43,33 +42,26 @@ def main(cfg: DictConfig) -> float | None:
 def cli() -> None:
     """Check the overrides first (one-line errors), then hand over to Hydra."""
     from allconv_sweep.cli import check_overrides
-    # DDP ranks > 0 are this command re-run by Lightning (LOCAL_RANK >= 1): rank 0 has checked the overrides
-    if os.environ.get("LOCAL_RANK", "0") == "0" and not any(
-            a in ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc")
-            for a in sys.argv[1:]):
-        try:
+    from allconv_sweep.config.hydra_flags import offer_enum_choices, shown_config
+
+    # DDP ranks > 0 are this command re-run by Lightning (LOCAL_RANK >= 1) with rank 0's argv plus its own
+    # hydra.run.dir="<rank 0's folder>" etc.: rank 0 has checked the overrides already
+    relaunched_rank = os.environ.get("LOCAL_RANK", "0") != "0"
+    try:
+        if not relaunched_rank and not any(
+                a in ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc")
+                for a in sys.argv[1:]):
             check_overrides(sys.argv[1:])
-        except UserError as e:
-            for line in str(e).splitlines():
-                print(f"error: {line}", file=sys.stderr)
-            sys.exit(2)
-    if not _hydra_cfg_resolved(sys.argv[1:]):
-        main()
-
-
-def _hydra_cfg_resolved(args: list[str]) -> bool:
-    """`--cfg hydra --resolve`, resolved within the whole config (Hydra's has no ${sweep.root} to resolve)."""
-    cfg_at = [i for i, a in enumerate(args) if a in ("--cfg", "-c")]
-    if not cfg_at or cfg_at[0] + 1 >= len(args) or args[cfg_at[0] + 1] != "hydra" or "--resolve" not in args:
-        return False
-    setup_globals()  # the now: resolver of hydra.run.dir
-    overrides = [a for i, a in enumerate(args) if not a.startswith("-") and i != cfg_at[0] + 1]
-    cfg = compose(overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = "<set when the job starts>"
-        cfg.hydra.job.override_dirname = ",".join(o for o in overrides if not o.startswith("hydra."))
-    print(OmegaConf.to_yaml(OmegaConf.create({"hydra": OmegaConf.to_container(cfg.hydra, resolve=True)})))
-    return True
+        shown = shown_config(sys.argv[1:])  # --cfg: its own checks; with --resolve, the text
+    except UserError as e:
+        for line in str(e).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
+    if shown is not None:
+        print(shown)
+        return
+    offer_enum_choices(sys.argv[1:])  # -sc: every choice of an enum key
+    main()
 
 
 if __name__ == "__main__":

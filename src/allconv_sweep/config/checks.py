@@ -27,10 +27,17 @@ class Checked:
 
 def check_config(args: list[str]) -> Checked:
     """The overrides parsed, their choices and keys checked, the config composed and validated."""
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    cfg, folders, run_dir = compose_checked([a for a in args if not a.startswith("-")])
+    ident = validate(cfg)  # the schema's checks, once, before Hydra starts (the sweep planner checks every job)
+    return Checked(cfg, ident, folders, run_dir, multirun)
+
+
+def compose_checked(args: list[str]) -> tuple[DictConfig, list[Path], Path | None]:
+    """The overrides parsed, their choices and keys checked, the config composed; with the output folders the
+    command writes and a single run's folder."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    multirun = any(a in ("-m", "--multirun") for a in args)
-    args = [a for a in args if not a.startswith("-")]
     run_dir: Path | None = None
     folders: list[Path] = []  # probed once the config is known good: a refused command writes no folder
     try:
@@ -66,8 +73,7 @@ def check_config(args: list[str]) -> Checked:
         raise user_error(e) from None
     if not any(a.startswith(("hydra.run.dir", "hydra.sweep.dir")) for a in args):
         folders.append(Path("outputs").resolve())
-    ident = validate(cfg)  # the schema's checks, once, before Hydra starts (the sweep planner checks every job)
-    return Checked(cfg, ident, folders, run_dir, multirun)
+    return cfg, folders, run_dir
 
 
 def _unknown_key(key: str, simple: list[str]) -> str:
