@@ -594,11 +594,14 @@ class RunConf:
     seed: int
     resume: bool
     finetune_from: Optional[str]
-    print_config: bool
+    print_config: bool | str
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise ValueError(f"seed={self.seed!r}: must be an integer in [0, 2^32)")
+        if not isinstance(self.print_config, bool) and self.print_config != "full":
+            raise ValueError(f"print_config={self.print_config!r}: valid: true (the group choices and the keys "
+                             f"that differ from their defaults), false, full (the whole config)")
 
 
 SCHEMAS: dict[str, Any] = {
