@@ -5,7 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: venv lint test test-slow test-slurm test-all train smoke bench agreement clean
+.PHONY: help venv lint test test-slow test-slurm test-all train smoke bench agreement clean
+# a bare `make` lists the targets (it would otherwise build the first rule, .venv, without a word)
+.DEFAULT_GOAL := help
+
+help:                     ## this list: every target and what it does
+	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +18,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+venv: $(STAMP)            ## .venv with the project and its dev tools (every target builds it when missing or stale)
 
 lint: $(STAMP)            ## ruff (pyflakes, import order) and the layers of pyproject's import-linter contract
 	$(BIN)/ruff check src tests benchmarks
@@ -28,7 +33,7 @@ test-slow: $(STAMP)       ## real-data runs on ../shared/data (minutes each)
 test-slurm: $(STAMP)      ## launcher=slurm on a real single-node SLURM cluster it starts and stops (root, apt-get)
 	bash tests/slurm/run.sh $(ARGS)
 
-test-all: $(STAMP)
+test-all: $(STAMP)        ## the fast suite and the slow one together
 	$(BIN)/python -m pytest -m "slow or not slow" $(ARGS)
 
 train: $(STAMP)           ## All-CNN-C on CIFAR-10 with the paper's protocol; make train ARGS="optimizer.lr=0.1"
@@ -43,5 +48,5 @@ bench: $(STAMP)           ## images/s: the framework against a plain PyTorch loo
 agreement: $(STAMP)       ## do channels_last / compile / bf16 / fp16 change results? short real-data runs vs fp32
 	$(BIN)/python benchmarks/agreement.py $(ARGS)
 
-clean:
+clean:                    ## remove .venv and pytest's cache
 	rm -rf $(VENV) .pytest_cache

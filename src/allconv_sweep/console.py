@@ -1,4 +1,4 @@
-"""What a researcher sees: the config as a tree (once), a line per sweep job, a summary table at the end."""
+"""What a researcher sees: the config as a tree (print_config=full), a line per sweep job, a summary table."""
 
 import logging
 import os
@@ -49,17 +49,15 @@ def print_config_tree(cfg: DictConfig) -> None:
     console.print(config_tree(cfg))
 
 
-def print_job(cfg: DictConfig, overrides: list[str], job: int | None = None) -> None:
-    """A single run (job None): the config tree. A sweep's job: one line, "job k of n", and from k=2 an ETA."""
-    if job is None:
-        return print_config_tree(cfg)
+def print_job(overrides: list[str], job: int) -> None:
+    """A sweep's job: one line, "job k of n", and from k=2 an ETA."""
     total, start = os.environ.get(SWEEP_JOBS), os.environ.get(SWEEP_START)
     eta = ""
     if total and start and job > 0:
         per_job = (time.time() - float(start)) / job
         eta = f"; sweep ends in ~{_duration(per_job * (int(total) - job))} (at {per_job / 60:.1f} min a job)"
     shown = " ".join(o for o in overrides if not o.startswith("hydra.")) or "(defaults)"
-    console.print(f"[bold]job {job + 1}{f' of {total}' if total else ''}[/bold]: {shown}{eta}")
+    console.print(f"[bold]job {job + 1}{f' of {total}' if total else ''}[/bold]: {shown}{eta}", soft_wrap=True)
 
 
 def _duration(seconds: float) -> str:

@@ -126,6 +126,9 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
                         built.check_machine()
         if not is_seed(cfg.seed):
             raise UserError(f"seed={cfg.seed!r}: must be an integer in [0, 2^32)")
+        if not isinstance(cfg.print_config, bool) and cfg.print_config != "full":
+            raise UserError(f"print_config={cfg.print_config!r}: valid: true (the group choices and the keys "
+                            f"that differ from their defaults), false, full (the whole config)")
     except (OmegaConfBaseException, ValueError, RecursionError) as e:
         raise user_error(e) from None
     if cfg.finetune_from is not None and not Path(cfg.finetune_from).is_file():

@@ -5,7 +5,7 @@ import time
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from omegaconf import OmegaConf
 
 from allconv_sweep.config import config_dir
@@ -120,6 +120,9 @@ class FlushLoggers(L.Callback):
             logger.save()
 
 
+EPOCH_METRICS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc")  # an epoch's line, in a pipe or a log
+
+
 def _epoch_of_n(trainer) -> str:  # the bars' text: "Epoch k/N" counted from 1, the metrics on the bar's line
     return f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
 
@@ -129,12 +132,29 @@ class RichEpochBar(RichProgressBar):
         return _epoch_of_n(self.trainer)
 
 
-class TqdmEpochBar(TQDMProgressBar):
-    def on_train_epoch_start(self, trainer, *args) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.set_description(_epoch_of_n(trainer))
+class EpochLines(ProgressBar):
+    """For a pipe or a log: one plain line per epoch, its metrics and time (a bar there is `\r` and ANSI)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enabled, self._t0 = True, 0.0
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.enabled and trainer.is_global_zero:
+            m = trainer.callback_metrics
+            shown = [f"{k.removesuffix('_epoch')} {float(m[k]):.4f}" for k in EPOCH_METRICS if k in m]
+            print(_epoch_of_n(trainer), *shown, f"({time.perf_counter() - self._t0:.1f} s)", flush=True)
 
 
 def progress_bar() -> L.Callback:
-    """A rich bar on a terminal, tqdm (every 50 steps) in logs and pipes."""
-    return RichEpochBar() if console.is_terminal else TqdmEpochBar(refresh_rate=50)
+    """The rich bar on a terminal; one plain line per epoch in a pipe or a log."""
+    return RichEpochBar() if console.is_terminal else EpochLines()

@@ -24,6 +24,7 @@ from allconv_sweep.model.nets import conv_layer_names
 from allconv_sweep.training import outcome, precision, run_folder
 from allconv_sweep.training.callbacks import DivergenceMonitor, Throughput
 from allconv_sweep.training.components import datamodule_from, flat_config
+from allconv_sweep.training.config_view import print_config
 from allconv_sweep.training.resume import ExactResume, repair_csv
 
 quiet_lightning()
@@ -89,8 +90,10 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
         say(f"[yellow]{note}[/yellow]")
     overrides = runtime.job_overrides()
     info = run_folder.start(output_dir, key, ident, resume_from is not None, overrides) if rank0 else {}
-    if cfg.print_config and rank0:
-        print_job(cfg, overrides, runtime.job_number())
+    if cfg.print_config and rank0 and (job := runtime.job_number()) is not None:
+        print_job(overrides, job)  # a sweep's job: one line (the sweep showed its config once)
+    elif cfg.print_config and rank0:
+        print_config(cfg)
     resolved = config_mod.to_container(cfg)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = datamodule_from(resolved)

@@ -138,7 +138,8 @@ def _print_config_once(jobs) -> None:
     first = jobs[0].config if jobs else None
     if first is None or not OmegaConf.select(first, "print_config", default=True):
         return
-    from allconv_sweep.console import console, print_config_tree
+    from allconv_sweep.console import console
+    from allconv_sweep.training.config_view import print_config
 
     shown = first.copy()
     with open_dict(shown):
@@ -149,7 +150,7 @@ def _print_config_once(jobs) -> None:
         if "tracking" in shown:
             shown.tracking.run_name = "<the job's overrides>"
     console.print(f"[bold]config of job 1[/bold] (the others differ in: {_swept(jobs)})")
-    print_config_tree(shown)
+    print_config(shown, first)
 
 
 def _swept(jobs) -> str:
