@@ -429,7 +429,7 @@ def test_sigterm_stops_a_sweep_writes_the_report_and_exits_nonzero(tmp_path):
     sweep = tmp_path / "lr_grid"
     args = ["+sweep=lr_grid", "optimizer.lr=0.1,0.05", *SIGNAL_RUN, f"sweep.root={tmp_path}"]
     proc = _start(tmp_path, *args)
-    first = sweep / "data.batch_size=32,data.train_size=160,data.val_size=32,data=fake,model=model_a,optimizer.lr=0.1,preprocess=standardize,trainer.max_epochs=10,trainer.precision=32-true"
+    first = sweep / "data.batch_size:32+data.train_size:160+data.val_size:32+data:fake+model:model_a+optimizer.lr:0.1+preprocess:standardize+trainer.max_epochs:10+trainer.precision:32-true"
     _wait_for(first / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)

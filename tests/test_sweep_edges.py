@@ -47,14 +47,14 @@ def test_escaping_value_in_a_sweep_stays_in_the_sweep_folder(tmp_path):
     assert [p.name for p in (tmp_path / "a" / "b").iterdir()] == ["sweeps"]
     assert [p.name for p in tmp_path.iterdir()] == ["a"]
     (job,) = job_dirs(sweep_dir)
-    assert "model.name=x%2F..%2F..%2Fescaped" in job.name and job.parent == sweep_dir
+    assert "model.name:x%2F..%2F..%2Fescaped" in job.name and job.parent == sweep_dir
     assert metrics(job)["status"] == "ok" and metrics(job)["model"] == "x/../../escaped"
     assert [r["status"] for r in csv_rows(sweep_dir)] == ["ok"]          # the report has the job
     assert list(json.loads((sweep_dir / "sweep.json").read_text())["jobs"]) == [job.name]
 
 
 def test_escaping_value_in_a_plain_multirun_stays_in_the_sweep_folder(tmp_path):
-    """A plain -m multirun (Hydra's BasicSweeper, conf/hydra/default.yaml's subdir): the same safe names."""
+    """A plain -m multirun: the same safe names."""
     root = tmp_path / "a" / "b"
     sweep_dir = root / "m" / "sweep"
     assert multirun(["-m", "model.name=ok,x/../../escaped", f"hydra.sweep.dir={sweep_dir}"], root) == 0
@@ -62,7 +62,7 @@ def test_escaping_value_in_a_plain_multirun_stays_in_the_sweep_folder(tmp_path):
     assert [p.name for p in (root / "m").iterdir()] == ["sweep"]
     names = [j.name for j in job_dirs(sweep_dir)]
     assert len(names) == 2 and all((sweep_dir / n / "metrics.json").is_file() for n in names)
-    assert any("model.name=x%2F..%2F..%2Fescaped" in n for n in names) and any("model.name=ok" in n for n in names)
+    assert any("model.name:x%2F..%2F..%2Fescaped" in n for n in names) and any("model.name:ok" in n for n in names)
 
 
 def test_a_subdir_that_leaves_the_sweep_folder_is_refused_before_launching(tmp_path, capsys):
@@ -76,11 +76,11 @@ def test_a_subdir_that_leaves_the_sweep_folder_is_refused_before_launching(tmp_p
 def test_safe_dirname():
     from allconv_sweep.config.files import NAME_MAX, safe_dirname
 
-    assert safe_dirname("model=model_a,optimizer.lr=0.1") == "model=model_a,optimizer.lr=0.1"  # found again
-    assert safe_dirname("a=x/../../up") == "a=x%2F..%2F..%2Fup"
-    assert safe_dirname("a='${oc.env:HOME}'") == "a=%27%24{oc.env:HOME}%27"
+    assert safe_dirname("model:model_a+optimizer.lr:0.1") == "model:model_a+optimizer.lr:0.1"
+    assert safe_dirname("a:x/../../up") == "a:x%2F..%2F..%2Fup"
+    assert safe_dirname("a='${oc.env:HOME}'") == "a%3D%27%24%7Boc.env:HOME%7D%27"
     assert safe_dirname("a=x%2Fy") != safe_dirname("a=x/y")                 # one folder per value
-    assert safe_dirname("..") == "%2E%2E" and safe_dirname("a=\n\x00") == "a=%0A%00"
+    assert safe_dirname("..") == "%2E%2E" and safe_dirname("a:\n\x00") == "a:%0A%00"
     long = safe_dirname("a=" + "x" * 400)
     assert len(long.encode()) <= NAME_MAX and long != safe_dirname("a=" + "x" * 401)
 
@@ -112,7 +112,7 @@ def test_a_failed_job_of_a_seeds_or_final_sweep_is_failed(tmp_path, monkeypatch,
     assert multirun([f"+sweep={kind}", f"sweep.from={sweep_dir}", "sweep.n_seeds=1"], tmp_path) == 1
     assert all(p.parent == sweep_dir for p in job_dirs(sweep_dir)) and len(job_dirs(sweep_dir)) == 2
     (new,) = [j for j in job_dirs(sweep_dir) if j != source]
-    assert "model.name=x%2Fy" in new.name and metrics(new)["status"] == "failed"
+    assert "model.name:x%2Fy" in new.name and metrics(new)["status"] == "failed"
     assert sorted(r["status"] for r in csv_rows(sweep_dir)) == ["failed", "ok"]
 
 

@@ -46,7 +46,7 @@ def test_lr_grid_gives_four_runs_and_a_report_with_one_chosen_lr(lr_grid):
     assert sorted(m["lr"] for m in records) == sorted(LRS)
     assert {m["status"] for m in records} == {"ok"}
     # stable folders named by the swept overrides only: no sweep/launcher/logger noise in them
-    assert all("optimizer.lr=" in j.name and "sweep" not in j.name and "launcher" not in j.name for j in jobs)
+    assert all("optimizer.lr:" in j.name and "sweep" not in j.name and "launcher" not in j.name for j in jobs)
     assert json.loads((lr_grid / "sweep.json").read_text())["name"] == "lr_grid"
     assert len(json.loads((lr_grid / "sweep.json").read_text())["jobs"]) == 4
 
@@ -86,7 +86,7 @@ def test_seeds_sweep_reruns_the_chosen_lr_with_more_seeds(lr_grid):
     assert multirun(["+sweep=seeds", f"sweep.from={lr_grid}", "sweep.n_seeds=1"], lr_grid.parent, tiny=False) == 0
     jobs = job_dirs(lr_grid)
     assert len(jobs) == 5
-    new = [metrics(j) for j in jobs if "seed=1" in j.name]
+    new = [metrics(j) for j in jobs if "seed:1" in j.name]
     assert len(new) == 1 and new[0]["seed"] == 1 and new[0]["lr"] == chosen_lr and new[0]["model"] == "model_a"
     assert new[0]["overrides"].count("data=fake") == 1  # the chosen run's overrides, reused
     rows = csv_rows(lr_grid)
@@ -101,7 +101,7 @@ def test_pooling_ablation_dry_run_lists_48_jobs_and_runs_nothing(tmp_path, capsy
     out = capsys.readouterr().out
     listed = [line.split()[-1] for line in out.splitlines() if line.startswith("  ") and line.split()[0].isdigit()]
     assert len(listed) == 48 and len(set(listed)) == 48
-    pairs = {(dict(kv.split("=") for kv in job.split(","))["model"], float(dict(kv.split("=") for kv in job.split(","))["optimizer.lr"]))
+    pairs = {(dict(kv.split(":") for kv in job.split("+"))["model"], float(dict(kv.split(":") for kv in job.split("+"))["optimizer.lr"]))
              for job in listed}
     assert pairs == set(product(MODELS, LRS))
     assert "48 to run" in out and "nothing launched" in out
@@ -187,8 +187,8 @@ def test_a_plain_multirun_is_one_wandb_group_named_by_its_folder(tmp_path, monke
     sweep_dir = tmp_path / "multiruns" / "2026-12-01" / "10-11-12"
     assert multirun(["-m", "optimizer.lr=0.1,0.05", "logger=wandb", f"hydra.sweep.dir={sweep_dir}"], tmp_path) == 0
     groups = set()
-    for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
-        (log,) = list((job / "wandb").glob("offline-run-*/run-*.wandb"))
+    for job in job_dirs(sweep_dir):  # the sweep's report writes beside them
+        log = sorted((job / "wandb").glob("offline-run-*/run-*.wandb"))[0]  # training's; then the report's
         (run,) = wandb_run_records(log)
         groups.add(run.run_group)
         assert run.display_name == f"model_a-fake-lr{metrics(job)['lr']}-s0"  # tracking.run_name's default
@@ -203,7 +203,7 @@ def test_final_sweep_retrains_the_chosen_lr_on_every_training_image(tmp_path):
     sweep = tmp_path / "lr_grid"
     chosen = float(next(r for r in csv_rows(sweep) if r["chosen"] == "True")["lr"])
     assert multirun(["+sweep=final", f"sweep.from={sweep}", "sweep.n_seeds=1"], tmp_path, tiny=False) == 0
-    (final,) = [j for j in job_dirs(sweep) if "data.val_size=0" in j.name]
+    (final,) = [j for j in job_dirs(sweep) if "data.val_size:0" in j.name]
     m = metrics(final)
     assert m["val_size"] == 0 and m["train_size"] == 64 and m["val_acc"] is None and m["lr"] == chosen
     assert m["status"] == "ok" and m["seed"] == 0
@@ -274,7 +274,7 @@ def test_python_m_finds_the_sweeps(tmp_path):
                            "sweep.dry_run=true", f"sweep.root={tmp_path}"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "sweep lr_grid: 4 jobs" in proc.stdout and "model=model_a,optimizer.lr=0.25" in proc.stdout
+    assert "sweep lr_grid: 4 jobs" in proc.stdout and "model:model_a+optimizer.lr:0.25" in proc.stdout
     assert not (tmp_path / "lr_grid").exists()
 
 

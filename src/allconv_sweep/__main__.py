@@ -42,7 +42,10 @@ def main(cfg: DictConfig) -> float | None:
 def cli() -> None:
     """Check the overrides first (one-line errors), then hand over to Hydra."""
     from allconv_sweep.cli import check_overrides
+    from allconv_sweep.config.files import exit_on_unreadable_path
     from allconv_sweep.config.hydra_flags import offer_enum_choices, shown_config
+
+    exit_on_unreadable_path(sys.argv[1:])
 
     # DDP ranks > 0 are this command re-run by Lightning (LOCAL_RANK >= 1) with rank 0's argv plus its own
     # hydra.run.dir="<rank 0's folder>" etc.: rank 0 has checked the overrides already

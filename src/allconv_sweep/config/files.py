@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import string
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Optional, Sequence
 
 from allconv_sweep.config.identity import NEUTRAL_KEYS, PATH_KEYS, _flatten_all, is_neutral
 
@@ -84,25 +85,76 @@ def dirname_exclude_keys() -> tuple[str, ...]:
     return tuple(sorted(k for k in keys if not k.startswith("hydra")))
 
 
-# Characters a job's folder name (made from override values) never holds as they are: path separators and
-# control characters (the file system would read a '/' as a sub-folder, '..' after it as the parent), and
-# what Hydra's override grammar reads inside a quoted value ($ starts an interpolation, quotes and backslash end
-# or escape it), so any job folder can be named back as key='<folder>'. '%' itself, so the encoding is
-# one-to-one (two values never share a folder). '=' and ',' stay: they separate the overrides in the name.
-_DIRNAME_UNSAFE = frozenset("/\\%$'\"") | frozenset(map(chr, range(32))) | {"\x7f"}
+# A sweep job's folder name is key:value+key:value (sorted): only characters that Hydra's override grammar
+# reads unquoted in a value (hydra/grammar/OverrideLexer.g4: ID, UNQUOTED_CHAR, COLON) and a shell leaves alone,
+# so a printed path pastes back into ckpt=, finetune_from=, data.root=, sweep.from= as it is. Every other byte
+# is percent-encoded, '%' too, and ':' and '+' inside a key or value: one name per job.
+KV_SEP, ITEM_SEP = ":", "+"
+_DIRNAME_KEEP = frozenset(string.ascii_letters + string.digits + "_-.@" + KV_SEP + ITEM_SEP)
 NAME_MAX = 255  # bytes in one folder name (Linux, macOS)
+# Values the command line names paths with: a comma in one makes a list of them
+PATH_ARGS = PATH_KEYS + ("ckpt", "sweep.from", "hydra.run.dir", "hydra.sweep.dir")
+
+
+def _encode(text: str, keep: frozenset) -> str:
+    return "".join(c if c in keep else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in text)
+
+
+def _fit(name: str) -> str:
+    """Never '.' or '..'; over NAME_MAX bytes, shortened with a hash of the whole name."""
+    if name in (".", ".."):
+        return name.replace(".", "%2E")
+    if len(name) > NAME_MAX:
+        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+        return f"{name[:NAME_MAX - len(digest) - 1]}@{digest}"
+    return name
 
 
 def safe_dirname(name: str) -> str:
-    """A sweep job's folder name from its override_dirname (hydra.sweep.subdir, ${allconv.safe_dirname:...}):
-    unsafe characters percent-encoded (model.name=x/../../up -> model.name=x%2F..%2F..%2Fup, one folder
-    inside the sweep folder); '.' and '..' alone encoded; a name over NAME_MAX bytes shortened, with a hash
-    of the whole name. A name without such characters is unchanged (existing sweep folders are found again)."""
-    name = "".join(f"%{ord(c):02X}" if c in _DIRNAME_UNSAFE else c for c in str(name))
-    if name in (".", ".."):
-        name = name.replace(".", "%2E")
-    if len(name.encode("utf-8")) > NAME_MAX:
-        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
-        head = name.encode("utf-8")[:NAME_MAX - len(digest) - 1].decode("utf-8", errors="ignore")
-        name = f"{head}~{digest}"
-    return name
+    """One folder name inside the sweep folder, of only the characters above, from a name another sweeper
+    gives a job (${allconv.safe_dirname:${hydra.job.override_dirname}})."""
+    return _fit(_encode(str(name), _DIRNAME_KEEP))
+
+
+def job_dirname(items: Iterable[tuple[str, str]]) -> str:
+    """A sweep job's folder name from the (key, value) pairs that set it apart: optimizer.lr:0.05+seed:1;
+    "defaults" when none does."""
+    inner = _DIRNAME_KEEP - {KV_SEP, ITEM_SEP}
+    return _fit(ITEM_SEP.join(sorted(f"{_encode(k, inner)}{KV_SEP}{_encode(v, inner)}" for k, v in items))
+                or "defaults")
+
+
+def unreadable_path(args: Sequence[str]) -> Optional[str]:
+    """The one-line error for an argument whose path Hydra's override grammar cannot read unquoted (a folder
+    named with '=', '(' ..., or a ',' outside a multirun), with the quoting that reads it; else None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    for arg in (a for a in args if "=" in a and not a.startswith("-")):
+        key, value = arg.split("=", 1)
+        if key.lstrip("+~") not in PATH_ARGS and "/" not in value:
+            continue
+        try:
+            (override,) = parser.parse_overrides([arg])
+            if multirun or not override.is_sweep_override() or override.key_or_group not in PATH_ARGS:
+                continue
+        except Exception:  # noqa: BLE001 - Hydra's OverrideParseException
+            pass
+        if any(c in value for c in "'\"\\"):
+            continue
+        try:
+            parser.parse_overrides([f'{key}="{value}"'])
+        except Exception:  # noqa: BLE001 - not a quoting matter: Hydra's own message says more
+            continue
+        return (f"{arg}: Hydra's override grammar cannot read this path unquoted; quote it (double quotes for "
+                f"Hydra inside single quotes for the shell): '{key}=\"{value}\"'")
+    return None
+
+
+def exit_on_unreadable_path(args: Sequence[str]) -> None:
+    """A command's first check: exit 2 with unreadable_path's line, before Hydra's parse error."""
+    error = unreadable_path(args)
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -64,17 +64,19 @@ class PaperSweeper(BasicSweeper):
         name = str(OmegaConf.select(cfg, "sweep.name", default=None) or "multirun")
         kind = str(OmegaConf.select(cfg, "launcher.name", default=None) or "local")  # conf/launcher/<name>.yaml
         try:
-            if name == "_common" or OmegaConf.select(cfg, "sweep.name", default=None) is None:
+            if "sweep" in cfg and (name == "_common" or OmegaConf.select(cfg, "sweep.name", default=None) is None):
                 raise UserError("+sweep=_common is the part every sweep shares, not a sweep; choose one of: "
                                 + ", ".join(group_options("sweep") or []))
+            swept: set[str] = set()
             sweep_node = cfg.get("sweep") or {}
             if "from" in sweep_node and "variant" not in sweep_node:  # seeds, final: from another sweep's chosen runs
                 job_lists: Sequence[Sequence[str]] = follow_up.seed_jobs(cfg, arguments)
-            else:
+            else:  # a sweep file's grid (hydra.sweeper.params) or a plain -m's: Hydra's basic sweeper's jobs
                 parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
                 parsed = parser.parse_overrides(self._parse_config() + list(arguments))
+                swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
                 job_lists = variants.expand(cfg, self.split_arguments(parsed, None)[0])  # ablations, transfer
-            jobs = plan_mod.plan(cfg, self.hydra_context.config_loader, job_lists, kind)
+            jobs = plan_mod.plan(cfg, self.hydra_context.config_loader, job_lists, kind, swept)
         except UserError as e:
             _exit_user_error(e)
         sweep_dir = Path(os.path.abspath(str(cfg.hydra.sweep.dir)))  # as plan() names it: sweep.from=../x too
