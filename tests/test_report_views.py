@@ -110,3 +110,13 @@ def test_end_of_sweep_report_is_a_table_then_the_path_of_results_md(tmp_path, ca
     assert "\x1b[" in shown and "|---|" not in shown and "All-CNN-C" in shown
     assert re.sub(r"\x1b\[[0-9;]*m", "", shown).rstrip().splitlines()[-2] == \
         f"report: {tmp_path / 'grid' / 'results.md'}"
+
+
+def test_table3_bars_of_one_network_say_the_setting_that_sets_them_apart(tmp_path, drawn):
+    """An ablation's bars are one network each: without its setting every bar would read just "All-CNN-C"."""
+    for extra in ((), ("model.head=fc",), ("model.batch_norm=true",)):
+        job(tmp_path / "ablation", "all_cnn_c", 0.05, extra=extra)
+    write_report(tmp_path / "ablation", echo=False)
+    labels = [t.get_text() for t in drawn["table3.png"].axes[0].get_xticklabels()]
+    assert len(set(labels)) == 3, labels
+    assert any("head=fc" in s for s in labels) and any("batch_norm=true" in s for s in labels), labels

@@ -54,7 +54,7 @@ def test_lr_grid_gives_four_runs_and_a_report_with_one_chosen_lr(lr_grid):
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
     chosen = [r for r in rows if r["chosen"] == "True"]
     assert len(chosen) == 1
-    best = min(records, key=lambda m: (m["val_error"], -m["lr"]))  # the paper's rule: best validation accuracy
+    best = min(records, key=lambda m: (m["val_error"], -m["lr"]))  # our lr rule: best validation accuracy
     assert float(chosen[0]["lr"]) == best["lr"]
     md = (lr_grid / "results.md").read_text()
     # fake data: its own table, no paper numbers beside it (they are CIFAR-10's)

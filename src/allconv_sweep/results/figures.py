@@ -74,6 +74,15 @@ def save_figure(fig, path: Path, suptitle: Optional[str] = None) -> None:
     pyplot().close(fig)
 
 
+
+def _setting_label(setting: str) -> str:
+    """A setting under its network's name (an ablation's bars differ only in it): its keys' last parts, short."""
+    if not setting:
+        return ""
+    parts = sorted({k.split(".")[-1] + "=" + v for k, _, v in (o.partition("=") for o in setting.split())})
+    text = ", ".join(parts)
+    return "\n" + (text if len(text) <= 30 else text[:29] + "…")
+
 def lr_grid(path: Path, choices: list[LrChoice], rows: list[Any]) -> Optional[dict]:
     """Validation error against lr per network (run at two lrs or more): {panel: {network: {lrs, errors, ...}}}."""
     items = []
@@ -150,7 +159,7 @@ def table3(path: Path, choices: list[LrChoice], rows: Any = None) -> Optional[di
     ax.set_xlim(min(xs) - 1, max(xs) + 1)
     ax.set_xticks(xs, [display_name(c.model) + ("" if c.data == "cifar10" and c.augment == "none" else
                                                 f"\n{c.data}" + ("+" if c.augment == "flip_translate" else ""))
-                       for c in shown], rotation=45, ha="right", fontsize=8)
+                       + _setting_label(c.setting) for c in shown], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("test error (%)")
     title = f"Test error on {data_title(shown)}: the chosen lr of each network"
     if any(v["paper"] is not None for v in data.values()):

@@ -1,4 +1,5 @@
-"""The paper's rule for the learning rate: per network, the lr with the lowest validation error."""
+"""Our rule for the learning rate (the paper reports the best lr, not how it was chosen): per network, the lr with
+the lowest validation error."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class LrChoice:
     augment: Optional[str]
     setting: str                       # what sets these runs apart from the folder's others ("" if nothing)
     lr: Optional[float]
-    chosen_on: str                     # "val" (the paper's rule), "test" (no validation split) or "none"
+    chosen_on: str                     # "val" (our rule: validation error), "test" (no validation split) or "none"
     rows: list[Any]                    # records of the runs reported (see above)
     candidates: dict[float, float]     # lr -> the score it was chosen on (mean error, common seeds)
     protocol: str = "select"           # "final": rows were trained on every training image; "select": on
