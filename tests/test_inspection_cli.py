@@ -55,3 +55,15 @@ def test_visualize_prints_the_path_of_each_file_it_wrote(ckpt, tmp_path):
     printed = _printed_paths(r.stdout)
     assert sorted(printed) == written and printed[-1] == run / "index.md", r.stdout
     assert f"wrote {len(written) - 1} figures and index.md" in r.stdout
+
+
+def test_a_data_key_the_checkpoints_data_has_not_is_one_line(ckpt, tmp_path):
+    """data.root for a checkpoint of data=fake (which has no root): one line naming it, exit 2, no eval.json."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ALLCONV_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "allconv_sweep.evaluate", f"ckpt={ckpt}", "device=cpu",
+                        f"data.root={tmp_path}", "hydra.run.dir=out"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines() == [f"error: data.root={tmp_path}: the checkpoint's data (fake) has no "
+                                             f"root; it has: " + r.stderr.split("it has: ")[1].strip()], r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out" / "eval.json").exists()

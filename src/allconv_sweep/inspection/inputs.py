@@ -37,6 +37,10 @@ def data_module(run_cfg: dict, data: dict, cache_dir: str | None):
     and fitted transforms from ``cache_dir`` when given (else the run's paths.cache_dir)."""
     from allconv_sweep.training.components import datamodule_from
 
+    unknown = sorted(set(data) - set(run_cfg["data"]))  # e.g. data.root for a checkpoint of data=fake
+    if unknown:
+        raise UserError(f"data.{unknown[0]}={data[unknown[0]]}: the checkpoint's data "
+                        f"({run_cfg['data'].get('name')}) has no {unknown[0]}; it has: {', '.join(run_cfg['data'])}")
     cfg = {**run_cfg, "data": {**run_cfg["data"], **data}}
     if cache_dir:
         cfg["paths"] = {**run_cfg.get("paths", {}), "cache_dir": cache_dir}
