@@ -129,17 +129,17 @@ def test_a_failing_and_a_cancelled_job_are_reported_and_the_others_finish(tmp_pa
             *SLURM, f"sweep.root={tmp_path}", "sweep.name=faults"]
     proc = cli(*args, cwd=tmp_path)
     sweep = tmp_path / "faults"
-    victim = wait(lambda: next((p.parents[1] for p in sweep.glob("*train_size=160*/checkpoints/last.ckpt")), None),
+    victim = wait(lambda: next((p.parents[1] for p in sweep.glob("*train_size:160*/checkpoints/last.ckpt")), None),
                   "the job to cancel to start", proc)
     job_id = OmegaConf.load(victim / ".hydra" / "hydra.yaml").hydra.job.id  # the SLURM task running it
     slurm("scancel", str(job_id))
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 1, err[-3000:]  # after writing the report
     recs = records(sweep)
-    assert [name for name, r in recs.items() if r["status"] == "ok"] == [n for n in recs if "train_size=192" in n]
+    assert [name for name, r in recs.items() if r["status"] == "ok"] == [n for n in recs if "train_size:192" in n]
     rows = {line.split("|")[1].strip(): line for line in (sweep / "results.md").read_text().splitlines()
             if line.startswith("| data.")}
-    (bad,) = [v for k, v in rows.items() if "train_size=16," in k]
+    (bad,) = [v for k, v in rows.items() if "train_size:16+" in k]
     # stopped by bad input after it started: failed, with its one line (issue 18: a failed job is failed everywhere)
     assert "| failed |" in bad and "data.val_size=32 but the training set has 16 images" in bad
     cancelled = rows[victim.name]
