@@ -24,8 +24,12 @@ lint: $(STAMP)            ## ruff (pyflakes, import order) and the layers of pyp
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
 
+# Two pytest workers (pytest-xdist): most of a test is single-threaded Python (Hydra, Lightning's setup, a
+# subprocess starting), so two processes keep both cores busy where one leaves one idle. JOBS=1: one process.
+JOBS ?= 2
+
 test: $(STAMP)            ## the fast suite (CPU, synthetic data and small real heads), ~10 min on 2 cores
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal $(ARGS)
 
 test-slow: $(STAMP)       ## real-data runs on ../shared/data (minutes each)
 	$(BIN)/python -m pytest -m slow $(ARGS)

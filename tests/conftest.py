@@ -18,8 +18,8 @@ from allconv_sweep.config import compose
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ALLCONV_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-# Two cores: keep every test process on them without oversubscription.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two cores: keep every test process on them without oversubscription (make test runs two pytest workers).
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))))
 
 # Tiny, fast, learnable: about a second per epoch of All-CNN-C on 2 CPU cores.
 TINY = [
