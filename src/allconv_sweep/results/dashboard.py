@@ -41,19 +41,19 @@ def wandb_settings(sweep_dir: Path, rows: list) -> Optional[dict[str, Any]]:
 def log_report(sweep_dir: Path, result: dict[str, Any]) -> None:
     """The report in whichever tracker the jobs used; failures printed, never raised (the report exists)."""
     rows, choices = result["rows"], result["choices"]
+    chosen = {id(r) for c in choices for r in c.rows}  # the runs of the lr chosen
     try:
         settings = wandb_settings(sweep_dir, rows)
         if settings is not None:
             _wandb_report_run(sweep_dir, settings, choices, result.get("figures") or {})
-            _wandb_chosen_flags(sweep_dir, settings, rows, choices)
+            _wandb_chosen_flags(sweep_dir, settings, rows, chosen)
         if any((Path(r.path) / "tensorboard").is_dir() for r in rows if r.path is not None):
-            _tensorboard(sweep_dir, rows, choices)
+            _tensorboard(sweep_dir, rows, chosen)
     except Exception as e:  # noqa: BLE001 - the report is written; the trackers are a copy of it
         print(f"warning: could not log the report to the trackers ({type(e).__name__}: {e})", file=sys.stderr)
 
 
 def _wandb_init(sweep: dict, **kwargs: Any):
-    """A W&B run in the sweep's project and mode (wandb_settings)."""
     import wandb
 
     from allconv_sweep.training.wandb_run import resolve_mode
@@ -72,11 +72,10 @@ def _wandb_report_run(sweep_dir: Path, settings: dict, choices: list, figures: d
     run.finish()
 
 
-def _wandb_chosen_flags(sweep_dir: Path, settings: dict, rows: list, choices: list) -> None:
+def _wandb_chosen_flags(sweep_dir: Path, settings: dict, rows: list, chosen: set[int]) -> None:
     """chosen_lr in each job's W&B summary, where it changed (each is a resume of its run, ~2 s offline)."""
     import wandb
 
-    chosen = {id(r) for c in choices for r in c.rows}
     manifest = runs.read_manifest(sweep_dir)
     done = manifest.get("wandb_chosen_lr", {})
     for r in rows:
@@ -92,7 +91,7 @@ def _wandb_chosen_flags(sweep_dir: Path, settings: dict, rows: list, choices: li
     runs.write_json(sweep_dir / runs.MANIFEST, manifest)
 
 
-def _tensorboard(sweep_dir: Path, rows: list, choices: list) -> None:
+def _tensorboard(sweep_dir: Path, rows: list, chosen: set[int]) -> None:
     import matplotlib.image
     from torch.utils.tensorboard import SummaryWriter
 
@@ -101,7 +100,6 @@ def _tensorboard(sweep_dir: Path, rows: list, choices: list) -> None:
         if (sweep_dir / figure.file).is_file():
             writer.add_image(f"report/{figure.key}", matplotlib.image.imread(sweep_dir / figure.file)[..., :3],
                              dataformats="HWC")
-    chosen = {id(r) for c in choices for r in c.rows}
     nan = float("nan")
     for r in (r for r in rows if r.status in runs.FINISHED):
         writer.add_hparams({"model": r.model, "variant": r.variant or "", "lr": r.lr, "seed": r.seed,
@@ -134,7 +132,6 @@ def spec(sweep_dir: Path, settings: dict, entity: Optional[str], choices: list) 
 
 
 def build(declared: dict):
-    """The workspace and the report of spec() as wandb-workspaces objects."""
     import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
 
