@@ -34,11 +34,6 @@ def data_title(choices: list[LrChoice]) -> str:
                      for d, a in sorted({(c.data, c.augment) for c in choices}, key=str)) or "no data"
 
 
-def _panel_key(c: LrChoice) -> str:
-    prefix = "" if c.data == "cifar10" and c.augment == "none" else f"{DATA_TITLE.get(c.data, c.data)}: "
-    return prefix + (f"family {c.family}" if c.family else "other") + (f" ({c.setting})" if c.setting else "")
-
-
 def _colors(choices: list[LrChoice]) -> dict[int, str]:
     spare = iter(OTHER_COLORS * 4)
     return {id(c): VARIANT_COLOR.get(c.variant or "") or next(spare) for c in choices}
@@ -53,7 +48,9 @@ def _panel_figure(path: Path, items: list[tuple[LrChoice, dict]], title: str, dr
     colors = _colors([c for c, _ in items])
     for c, item in items:
         item["color"] = colors[id(c)]
-        panels.setdefault(_panel_key(c), []).append((c, item))
+        prefix = "" if c.data == "cifar10" and c.augment == "none" else f"{DATA_TITLE.get(c.data, c.data)}: "
+        panel = prefix + (f"family {c.family}" if c.family else "other") + (f" ({c.setting})" if c.setting else "")
+        panels.setdefault(panel, []).append((c, item))
     fig, axes = pyplot().subplots(1, len(panels), figsize=(max(7.0, 4.6 * len(panels) + 1), 4.4), squeeze=False,
                                   sharey=True)
     axes[0][0].set_ylabel("validation error (%)")
