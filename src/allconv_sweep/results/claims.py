@@ -17,6 +17,15 @@ OBSERVATIONS = (
     ("Xavier-uniform init beats Kaiming", "xavier_uniform", "caffe_msra", -1),
     ("dropout can reduce accuracy", "no_dropout", "baseline", -1),
 )
+RULE_MD = ["## How verdicts are made", "",
+           "Every comparison is paired: the test error (or accuracy) of one arm minus the other's, seed by seed "
+           "(the runs of the same seed; each arm at its chosen lr), given as the mean over seeds with its 95% "
+           "t-interval. *supports*: the interval excludes 0 on the side the claim states; *contradicts*: it "
+           "excludes 0 on the other side; otherwise *inconclusive at n seeds*. One seed gives no interval and is "
+           f"always inconclusive. An \"on par\" claim supports when the whole interval lies within ±{ON_PAR_MARGIN} "
+           "points (above Table 3's largest All-CNN vs ConvPool-CNN difference, 0.23, read as on par; below its "
+           "smallest Strided-CNN vs base one, 0.45, read as a loss), contradicts when it lies wholly outside, and "
+           "is inconclusive otherwise.", ""]
 # t quantiles (0.975) for 1..30 degrees of freedom; beyond, the Cornish-Fisher expansion (within 1e-3 there)
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
@@ -48,29 +57,14 @@ def verdict(diffs: list[float], sign: int, margin: float = ON_PAR_MARGIN) -> str
     return "supports" if inside else "contradicts" if outside else f"inconclusive at {len(diffs)} seeds"
 
 
-def rule_md() -> list[str]:
-    return ["## How verdicts are made", "",
-            "Every comparison is paired: the test error (or accuracy) of one arm minus the other's, seed by seed (the runs of the "
-            "same seed; each arm at its chosen lr), given as the mean over seeds with its 95% t-interval. *supports*: "
-            "the interval excludes 0 on the side the claim states; *contradicts*: it excludes 0 on the other side; "
-            "otherwise *inconclusive at n seeds*. One seed gives no interval and is always inconclusive. An \"on par\" "
-            f"claim supports when the whole interval lies within ±{ON_PAR_MARGIN} points (above Table 3's largest All-CNN vs "
-            "ConvPool-CNN difference, 0.23, read as on par; below its smallest Strided-CNN vs base one, 0.45, read as "
-            "a loss), contradicts when it lies wholly "
-            "outside, and is inconclusive otherwise.", ""]
+def _value(c: Any, key: str = "sweep.variant") -> Optional[str]:
+    """An override of a choice's runs; sweep.variant: a job's name within a variants sweep."""
+    return next((o.split("=", 1)[1] for r in c.rows for o in r.overrides if override_key(o) == key), None)
 
 
-def _variant(c: Any) -> Optional[str]:
-    """A job's name within a variants sweep (sweep.variant=..., recorded with its overrides)."""
-    return next((o.split("=", 1)[1] for r in c.rows for o in r.overrides if override_key(o) == "sweep.variant"), None)
-
-
-def _value(c: Any, key: str) -> Optional[str]:
-    return next((o.split("=", 1)[1] for r in c.rows[:1] for o in r.overrides if override_key(o) == key), None)
-
-
-def _diffs(a: Any, b: Any, attr: str = "test_error") -> list[float]:
-    va, vb = ({r.seed: getattr(r, attr) for r in c.rows if getattr(r, attr) is not None} for c in (a, b))
+def _diffs(a: Any, b: Optional[Any]) -> list[float]:
+    """a's test error minus b's (points), seed by seed; none without b."""
+    va, vb = ({r.seed: r.test_error for r in (c.rows if c else []) if r.test_error is not None} for c in (a, b))
     return [100 * (va[s] - vb[s]) for s in sorted(set(va) & set(vb), key=str)]
 
 
@@ -80,13 +74,11 @@ def _ours(diffs: list[float]) -> str:
 
 
 def claims_md(choices: list[Any]) -> list[str]:
-    by_arm = {(c.data, c.augment, c.setting, c.model): c for c in choices if c.rows and _variant(c) is None}
+    by_arm = {(c.data, c.augment, c.setting, c.model): c for c in choices if c.rows and _value(c) is None}
     lines = []
     for (data, augment, setting, model), c in by_arm.items():
         for a, b, on_par in CLAIMS:
-            other = by_arm.get((data, augment, setting, b))
-            diffs = _diffs(c, other) if model == a and other is not None else []
-            if diffs:
+            if model == a and (diffs := _diffs(c, by_arm.get((data, augment, setting, b)))):
                 paper = PAPER_TABLE3[a] - PAPER_TABLE3[b]
                 sign = 0 if on_par else (1 if paper > 0 else -1)
                 what = "on par" if on_par else ("higher" if sign > 0 else "lower") + " error"
@@ -99,13 +91,11 @@ def claims_md(choices: list[Any]) -> list[str]:
 
 
 def ablations_md(choices: list[Any]) -> list[str]:
-    arms = {(c.data, c.augment, c.model, _variant(c)): c for c in choices if c.rows}
+    arms = {(c.data, c.augment, c.model, _value(c)): c for c in choices if c.rows}
     lines = []
     for text, variant, against, sign in OBSERVATIONS:
         for (data, augment, model, v), c in arms.items():
-            other = arms.get((data, augment, model, against))
-            diffs = _diffs(c, other) if v == variant and other is not None else []
-            if diffs:
+            if v == variant and (diffs := _diffs(c, arms.get((data, augment, model, against)))):
                 lines.append(f"| \"{text}\" | {variant} − {against} ({display_name(model)}, {data}) | {_ours(diffs)} | "
                              f"{len(diffs)} | {verdict(diffs, sign)} |")
     return ["## Ablations", "", "The reproduction report's observations (its words as issue 21 quotes them), our "
@@ -116,17 +106,15 @@ def ablations_md(choices: list[Any]) -> list[str]:
 def transfer_md(choices: list[Any]) -> list[str]:
     cells: dict[tuple, Any] = {}
     for c in choices:
-        subset, _, init = (_variant(c) or "").rpartition("-")
+        subset, _, init = (_value(c) or "").rpartition("-")
         if init in ("pretrained", "scratch") and c.test_errors:
             cells[(subset, _value(c, "model.head") or "conv", init)] = c
     lines = []
     for (subset, head, init), c in sorted(cells.items()):
         acc = [100 * (1 - e) for e in c.test_errors]
         spread = f" ± {100 * c.test_std:.2f}" if c.test_std is not None else ""
-        gain = "-"
-        if init == "pretrained" and (subset, head, "scratch") in cells:
-            diffs = [-d for d in _diffs(c, cells[(subset, head, "scratch")])]
-            gain = f"{_ours(diffs)} ({len(diffs)} seed{'s' * (len(diffs) != 1)})" if diffs else "-"
+        diffs = [-d for d in _diffs(c, cells.get((subset, head, "scratch")))] if init == "pretrained" else []
+        gain = f"{_ours(diffs)} ({len(diffs)} seed{'s' * (len(diffs) != 1)})" if diffs else "-"
         lines.append(f"| {subset} | {head} | {init} | {sum(acc) / len(acc):.2f}{spread} | {len(acc)} | {gain} |")
     return ["## Transfer", "", "Test accuracy (%, mean ± std over seeds) per class subset, head and initialisation; "
             "the gain from pre-training: accuracy fine-tuned minus from scratch, paired by seed (mean [95% interval]).",
@@ -137,4 +125,4 @@ def transfer_md(choices: list[Any]) -> list[str]:
 def verdicts_md(choices: list[Any]) -> list[str]:
     """The report's sections on claims, ablations and transfer; the rule once, before the first verdict."""
     claims, ablations = claims_md(choices), ablations_md(choices)
-    return (rule_md() if claims or ablations else []) + claims + ablations + transfer_md(choices)
+    return (RULE_MD if claims or ablations else []) + claims + ablations + transfer_md(choices)

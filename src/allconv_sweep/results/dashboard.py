@@ -1,18 +1,22 @@
-"""python -m allconv_sweep.dashboard <sweep dir>: a W&B workspace comparing the sweep's variants and a W&B Report
+"""The sweep in its trackers. At the end of a sweep (log_report): one W&B run with Table 3 and the figures (offline
+too: it syncs later), chosen_lr flags in each job's W&B summary, and TensorBoard's figures and hparams. And
+python -m allconv_sweep.dashboard <sweep dir>: a W&B workspace comparing the sweep's variants and a W&B Report
 (Table 3, the figures), saved with credentials, else written as JSON specs to publish after `wandb sync`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
 from allconv_sweep import runs
 from allconv_sweep.errors import UserError, command
 from allconv_sweep.results.figures import FIGURES
-from allconv_sweep.results.tables import read_sweep, table3_section
+from allconv_sweep.results.tables import read_sweep, table3_rows, table3_section
 
+TABLE3_KEY = "table3_comparison"  # the report run's wandb.Table (figure keys: figures.FIGURES)
 WORKSPACE_JSON, REPORT_JSON = "wandb_workspace.json", "wandb_report.json"
 # the runs' nested config (training/wandb_run.py) and summary, named as wandb-workspaces names them
 RUNS_TABLE = [("config", "model.name"), ("config", "model.variant"), ("config", "optimizer.lr"), ("config", "seed"),
@@ -32,6 +36,77 @@ def wandb_settings(sweep_dir: Path, rows: list) -> Optional[dict[str, Any]]:
         return {"project": cfg["logger.wandb.project"] or "allconv_sweep", "entity": cfg["logger.wandb.entity"],
                 "group": str(cfg["tracking.group"] or group_for(sweep_dir)), "mode": cfg["logger.wandb.mode"]}
     return None
+
+
+def log_report(sweep_dir: Path, result: dict[str, Any]) -> None:
+    """The report in whichever tracker the jobs used; failures printed, never raised (the report exists)."""
+    rows, choices = result["rows"], result["choices"]
+    chosen = {id(r) for c in choices for r in c.rows}  # the runs of the lr chosen
+    try:
+        settings = wandb_settings(sweep_dir, rows)
+        if settings is not None:
+            _wandb_report_run(sweep_dir, settings, choices, result.get("figures") or {})
+            _wandb_chosen_flags(sweep_dir, settings, rows, chosen)
+        if any((Path(r.path) / "tensorboard").is_dir() for r in rows if r.path is not None):
+            _tensorboard(sweep_dir, rows, chosen)
+    except Exception as e:  # noqa: BLE001 - the report is written; the trackers are a copy of it
+        print(f"warning: could not log the report to the trackers ({type(e).__name__}: {e})", file=sys.stderr)
+
+
+def _wandb_init(sweep: dict, **kwargs: Any):
+    import wandb
+
+    from allconv_sweep.training.wandb_run import resolve_mode
+
+    return wandb.init(project=sweep["project"], entity=sweep.get("entity"), reinit="finish_previous",
+                      mode=resolve_mode(sweep.get("mode")), **kwargs)
+
+
+def _wandb_report_run(sweep_dir: Path, settings: dict, choices: list, figures: dict) -> None:
+    import wandb
+
+    run = _wandb_init(settings, group=settings["group"], job_type="report", name=f"{settings['group']}: report",
+                      dir=str(sweep_dir), config={"sweep_dir": str(sweep_dir), "jobs": len(choices)})
+    run.log({TABLE3_KEY: wandb.Table(*table3_rows(choices)),  # beside each figure, under its own key
+             **{f.key: wandb.Image(str(sweep_dir / f.file)) for f in FIGURES if f.file in figures}})
+    run.finish()
+
+
+def _wandb_chosen_flags(sweep_dir: Path, settings: dict, rows: list, chosen: set[int]) -> None:
+    """chosen_lr in each job's W&B summary, where it changed (each is a resume of its run, ~2 s offline)."""
+    import wandb
+
+    manifest = runs.read_manifest(sweep_dir)
+    done = manifest.get("wandb_chosen_lr", {})
+    for r in rows:
+        flag = id(r) in chosen
+        if r.wandb_run_id and r.status in runs.FINISHED and done.get(r.job) != flag:
+            info = runs.read_run_info(r.path) or {}  # the run's name and group, so that the resume keeps them
+            run = _wandb_init(settings, id=r.wandb_run_id, resume="allow", dir=str(r.path), job_type="train",
+                              name=info.get("wandb_name"), group=info.get("wandb_group") or settings["group"],
+                              settings=wandb.Settings(silent=True))  # a flag per job, not a banner per job
+            run.summary["chosen_lr"] = done[r.job] = flag
+            run.finish()
+    manifest["wandb_chosen_lr"] = done
+    runs.write_json(sweep_dir / runs.MANIFEST, manifest)
+
+
+def _tensorboard(sweep_dir: Path, rows: list, chosen: set[int]) -> None:
+    import matplotlib.image
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(sweep_dir / "tensorboard"))
+    for figure in FIGURES:
+        if (sweep_dir / figure.file).is_file():
+            writer.add_image(f"report/{figure.key}", matplotlib.image.imread(sweep_dir / figure.file)[..., :3],
+                             dataformats="HWC")
+    nan = float("nan")
+    for r in (r for r in rows if r.status in runs.FINISHED):
+        writer.add_hparams({"model": r.model, "variant": r.variant or "", "lr": r.lr, "seed": r.seed,
+                            "batch_size": r.batch_size or 0, "chosen_lr": id(r) in chosen, "setting": r.setting},
+                           {"hparam/val_error": nan if r.val_error is None else r.val_error,
+                            "hparam/test_error": nan if r.test_error is None else r.test_error}, run_name=r.job)
+    writer.close()
 
 
 def spec(sweep_dir: Path, settings: dict, entity: Optional[str], choices: list) -> dict[str, Any]:
@@ -57,7 +132,6 @@ def spec(sweep_dir: Path, settings: dict, entity: Optional[str], choices: list) 
 
 
 def build(declared: dict):
-    """The workspace and the report of spec() as wandb-workspaces objects."""
     import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
 

@@ -34,25 +34,30 @@ def data_title(choices: list[LrChoice]) -> str:
                      for d, a in sorted({(c.data, c.augment) for c in choices}, key=str)) or "no data"
 
 
-def _panel_key(c: LrChoice) -> str:
-    prefix = "" if c.data == "cifar10" and c.augment == "none" else f"{DATA_TITLE.get(c.data, c.data)}: "
-    return prefix + (f"family {c.family}" if c.family else "other") + (f" ({c.setting})" if c.setting else "")
-
-
 def _colors(choices: list[LrChoice]) -> dict[int, str]:
     spare = iter(OTHER_COLORS * 4)
     return {id(c): VARIANT_COLOR.get(c.variant or "") or next(spare) for c in choices}
 
 
-def _panels(items: list[tuple[LrChoice, Any]]):
-    """A panel per family (within a data set): (fig, [(ax, panel, [(choice, item)])], colour per choice)."""
+def _panel_figure(path: Path, items: list[tuple[LrChoice, dict]], title: str, draw: Callable) -> Optional[dict]:
+    """A panel per family (within a data set), each item given its choice's colour, then draw(ax, panel,
+    [(choice, item)]); title's {} is data_title. {panel: {network: item}}, or None (no figure) without items."""
+    if not items:
+        return None
     panels: dict[str, list] = {}
+    colors = _colors([c for c, _ in items])
     for c, item in items:
-        panels.setdefault(_panel_key(c), []).append((c, item))
+        item["color"] = colors[id(c)]
+        prefix = "" if c.data == "cifar10" and c.augment == "none" else f"{DATA_TITLE.get(c.data, c.data)}: "
+        panel = prefix + (f"family {c.family}" if c.family else "other") + (f" ({c.setting})" if c.setting else "")
+        panels.setdefault(panel, []).append((c, item))
     fig, axes = pyplot().subplots(1, len(panels), figsize=(max(7.0, 4.6 * len(panels) + 1), 4.4), squeeze=False,
-                                sharey=True)
+                                  sharey=True)
     axes[0][0].set_ylabel("validation error (%)")
-    return fig, [(ax, *kv) for ax, kv in zip(axes[0], panels.items())], _colors([c for c, _ in items])
+    for ax, (panel, members) in zip(axes[0], panels.items()):
+        draw(ax, panel, members)
+    save_figure(fig, path, title.format(data_title([c for c, _ in items])))
+    return {panel: {c.model: item for c, item in members} for panel, members in panels.items()}
 
 
 def wrapped(fig, text: str, width_px: float, fontsize: float) -> str:
@@ -74,7 +79,6 @@ def save_figure(fig, path: Path, suptitle: Optional[str] = None) -> None:
     pyplot().close(fig)
 
 
-
 def _setting_label(setting: str) -> str:
     """A setting under its network's name (an ablation's bars differ only in it): its keys' last parts, short."""
     if not setting:
@@ -82,6 +86,7 @@ def _setting_label(setting: str) -> str:
     parts = sorted({k.split(".")[-1] + "=" + v for k, _, v in (o.partition("=") for o in setting.split())})
     text = ", ".join(parts)
     return "\n" + (text if len(text) <= 30 else text[:29] + "…")
+
 
 def lr_grid(path: Path, choices: list[LrChoice], rows: list[Any]) -> Optional[dict]:
     """Validation error against lr per network (run at two lrs or more): {panel: {network: {lrs, errors, ...}}}."""
@@ -99,14 +104,11 @@ def lr_grid(path: Path, choices: list[LrChoice], rows: list[Any]) -> Optional[di
                                   "failed" if statuses & {"failed", "interrupted"} else "missing")
         if len(line["lrs"]) > 1:
             items.append((c, line))
-    if not items:
-        return None
-    fig, panels, colors = _panels(items)
-    data: dict[str, dict] = {}
-    for ax, panel, members in panels:
+
+    def draw(ax: Any, panel: str, members: list) -> None:
         top = max((e for _, line in members for e in line["errors"] if e is not None), default=100.0)
         for c, line in members:
-            line["color"] = color = colors[id(c)]
+            color = line["color"]
             points = list(zip(line["lrs"], line["errors"], line["status"]))
             ok = [(lr, e) for lr, e, _ in points if e is not None]
             ax.plot([p[0] for p in ok], [p[1] for p in ok], "-o", color=color, label=display_name(c.model),
@@ -119,7 +121,6 @@ def lr_grid(path: Path, choices: list[LrChoice], rows: list[Any]) -> Optional[di
                 if lr == c.lr and e is not None:  # the chosen lr, ringed
                     ax.plot([lr], [e], marker="o", markersize=13, markerfacecolor="none", markeredgecolor=color,
                             markeredgewidth=2)
-        data[panel] = {c.model: line for c, line in members}
         grid = sorted({lr for _, line in members for lr in line["lrs"]})
         ax.set_xscale("log")
         ax.set_xticks(grid, [f"{lr:g}" for lr in grid])
@@ -127,8 +128,7 @@ def lr_grid(path: Path, choices: list[LrChoice], rows: list[Any]) -> Optional[di
         ax.set(title=panel, xlabel="learning rate")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, title="ringed: chosen lr; X: diverged/failed", title_fontsize=7)
-    save_figure(fig, path, f"Learning-rate grid on {data_title([c for c, _ in items])}: validation error per lr")
-    return data
+    return _panel_figure(path, items, "Learning-rate grid on {}: validation error per lr", draw)
 
 
 def table3(path: Path, choices: list[LrChoice], rows: Any = None) -> Optional[dict]:
@@ -207,15 +207,12 @@ def curves(path: Path, choices: list[LrChoice], rows: Any = None) -> Optional[di
             log = epoch_log(Path(c.rows[0].path), c.rows[0].epochs_run, c.rows[0].lr_drop_epochs)
             if log["epochs"]:
                 items.append((c, log))
-    if not items:
-        return None
-    from matplotlib.ticker import MaxNLocator
 
-    fig, panels, colors = _panels(items)
-    data: dict[str, dict] = {}
-    last = max(e for _, log in items for e in log["epochs"])
-    errors = [v for _, log in items for v in log["val_error"]]
-    for ax, panel, members in panels:
+    def draw(ax: Any, panel: str, members: list) -> None:
+        from matplotlib.ticker import MaxNLocator
+
+        last = max(e for _, log in items for e in log["epochs"])
+        errors = [v for _, log in items for v in log["val_error"]]
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs, a single one too
         ax.set_xlim(0.5, last + 0.5)  # (a single epoch: not 0.96-1.04)
         drops = sorted({d for _, log in members for d in log["lr_drops"]})
@@ -223,16 +220,14 @@ def curves(path: Path, choices: list[LrChoice], rows: Any = None) -> Optional[di
             ax.axvline(d - 0.5, color="gray", linestyle=":", linewidth=1)
         for c, log in members:
             ax.plot(log["epochs"], log["val_error"], marker="o" if len(log["epochs"]) < 30 else None,
-                    markersize=3 if len(log["epochs"]) > 5 else 7, color=colors[id(c)],
+                    markersize=3 if len(log["epochs"]) > 5 else 7, color=log["color"],
                     label=f"{display_name(c.model)} (lr {c.lr:g})")
-        data[panel] = {c.model: {**log, "color": colors[id(c)]} for c, log in members}
         ax.set(title=panel + ("; dotted: lr x0.1" if drops else ""), xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    if max(errors) - min(errors) < 2:  # a point or a flat line: a few points of error around it, not 0.01
-        panels[0][0].set_ylim(max(0.0, min(errors) - 2), min(100.0, max(errors) + 2))
-    save_figure(fig, path, f"Validation error per epoch of the chosen runs on {data_title([c for c, _ in items])}")
-    return data
+        if max(errors) - min(errors) < 2:  # a point or a flat line: a few points of error around it, not 0.01
+            ax.set_ylim(max(0.0, min(errors) - 2), min(100.0, max(errors) + 2))  # (the panels share y)
+    return _panel_figure(path, items, "Validation error per epoch of the chosen runs on {}", draw)
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ def write_report(sweep_dir: str | Path, plot: bool = True, echo: bool = True) ->
     rows, choices = read_sweep(sweep_dir)
     figures = write_all(sweep_dir, choices, rows) if plot else {}
     (sweep_dir / RESULTS_PNG).unlink(missing_ok=True)  # the single figure of earlier versions
-    md = render_md(sweep_dir, rows, choices, figures)
+    counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
+    md = render_md(sweep_dir, rows, choices, figures, counts)
     (sweep_dir / RESULTS_MD).write_text(md)
     write_csv(sweep_dir / RESULTS_CSV, rows, choices)
-    counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
     result = {"rows": rows, "choices": choices, "counts": counts, "markdown": md, "figures": figures}
     if echo:
         print_report(sweep_dir, result)
@@ -77,7 +77,7 @@ class ReportCallback(Callback):
         from omegaconf import OmegaConf
 
         from allconv_sweep.interrupts import interrupted
-        from allconv_sweep.results.trackers import log_report
+        from allconv_sweep.results.dashboard import log_report
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if OmegaConf.select(config, "sweep.dry_run", default=False) or not sweep_dir.is_dir():

@@ -25,42 +25,30 @@ PLATEAU_EXIT = 2.29
 class JobStability:
     """A finished job (its JobResult's fields read through) and what the map reads off its epoch log."""
 
-    def __init__(self, result: JobResult, epochs: list[int], live: list[float], train_loss: list[float]) -> None:
-        self.result, self.epochs, self.live, self.train_loss = result, epochs, live, train_loss  # epochs 1-based
+    def __init__(self, result: JobResult) -> None:
+        self.result = result
+        log = epoch_values(result.path, ("val/live_fraction", "train/loss_epoch"), int(result.epochs_run or 0))
+        self.epochs = [e + 1 for e in sorted(log["val/live_fraction"])]  # 1-based
+        self.live = [log["val/live_fraction"][e - 1] for e in self.epochs]
+        self.train_loss = [log["train/loss_epoch"].get(e - 1, math.nan) for e in self.epochs]
         self.init = str(result.identity["model.init"])
         # the sweep's batch size (the record's is what the run used: fewer when the data is)
         self.batch_size = int(result.identity.get("data.batch_size", result.batch_size))
         self.dead_fraction = float(result.identity[DEAD_KEY])
-        self.cell = (self.init, self.batch_size, result.lr)
         self.died_epoch = None  # the first epoch from which the live fraction stayed under the threshold
-        for e, f in zip(epochs, live):
+        for e, f in zip(self.epochs, self.live):
             self.died_epoch = (self.died_epoch or e) if f < self.dead_fraction else None
         self.alive = result.status == "ok" and self.died_epoch is None
-        self.learning = self.alive and bool(train_loss) and train_loss[-1] < PLATEAU_EXIT
+        self.learning = self.alive and bool(self.train_loss) and self.train_loss[-1] < PLATEAU_EXIT
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["result"], name)
 
 
-def collect_map(sweep_dir: str | Path) -> list[JobStability]:
-    """The sweep's finished jobs (the report's collect) with their epoch logs."""
-    runs = []
-    for r in collect(Path(sweep_dir)):  # a missing or unrelated folder: collect's one-line error
-        if r.status == "missing" or not r.identity:
-            continue  # still running, or killed (or no run.json: its cell unknown): nothing to map yet
-        log = epoch_values(r.path, ("val/live_fraction", "train/loss_epoch"), int(r.epochs_run or 0))
-        epochs = sorted(log["val/live_fraction"])
-        runs.append(JobStability(r, [e + 1 for e in epochs], [log["val/live_fraction"][e] for e in epochs],
-                                 [log["train/loss_epoch"].get(e, math.nan) for e in epochs]))
-    if not runs:
-        raise UserError(f"{sweep_dir}: no finished run (metrics.json and run.json) in it")
-    return runs
-
-
 def _cells(runs: list[JobStability]) -> dict[tuple[str, int, float], list[JobStability]]:
     cells: dict[tuple[str, int, float], list[JobStability]] = {}
     for r in sorted(runs, key=lambda r: (r.init, r.batch_size, -r.lr, r.seed)):
-        cells.setdefault(r.cell, []).append(r)
+        cells.setdefault((r.init, r.batch_size, r.lr), []).append(r)
     return cells
 
 
@@ -144,7 +132,10 @@ def write_png(path: Path, runs: list[JobStability]) -> None:
 
 def write(sweep_dir: str | Path, plot: bool = True, echo: bool = True) -> list[JobStability]:
     sweep_dir = Path(sweep_dir).resolve()
-    runs = collect_map(sweep_dir)
+    # a job still running, or killed (or without run.json: its cell unknown): nothing to map yet
+    runs = [JobStability(r) for r in collect(sweep_dir) if r.status != "missing" and r.identity]
+    if not runs:
+        raise UserError(f"{sweep_dir}: no finished run (metrics.json and run.json) in it")
     md = render_md(sweep_dir, runs)
     (sweep_dir / STABILITY_MD).write_text(md)
     if plot:

@@ -12,7 +12,6 @@ from allconv_sweep.results import paper
 from allconv_sweep.results.claims import verdicts_md
 from allconv_sweep.results.figures import FIGURES, data_title
 from allconv_sweep.results.paper import FAMILIES, PAPER, PAPER_TABLE3, VARIANTS, display_name, model_name, paper_value
-from allconv_sweep.runs import REPORT_STATUSES as STATUSES
 from allconv_sweep.runs import read_manifest
 from allconv_sweep.runs.choose import LrChoice, choose
 from allconv_sweep.runs.collect import JobResult, collect, common_settings
@@ -139,8 +138,7 @@ def per_network(choices: list[LrChoice]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def render_md(sweep_dir: Path, rows: list[JobResult], choices: list[LrChoice], figures: Optional[dict] = None) -> str:
-    counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
+def render_md(sweep_dir: Path, rows: list[JobResult], choices: list[LrChoice], figures: dict, counts: dict) -> str:
     epochs = sorted({r.max_epochs for r in rows if r.max_epochs is not None})
     name = read_manifest(sweep_dir).get("name") or sweep_dir.name
     compared = any(paper_value(c) is not None for c in choices)
@@ -160,7 +158,7 @@ def render_md(sweep_dir: Path, rows: list[JobResult], choices: list[LrChoice], f
           f"{_fmt(r.epochs_run)}/{_fmt(r.max_epochs)}", _fmt(r.wall_time_s, ".0f"),
           (r.reason or "").replace("|", "/").replace("\n", " ")] for r in rows])
     for figure in FIGURES:
-        if figure.file in (figures or {}):
+        if figure.file in figures:
             lines += ["", f"## {figure.caption}", "", f"![{figure.caption}]({figure.file})"]
     return "\n".join(lines + [""])
 
@@ -176,12 +174,10 @@ def write_csv(path: Path, rows: list[JobResult], choices: list[LrChoice]) -> Non
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
-        for r in rows:
-            theirs = paper_value(r)
-            w.writerow({**{k: getattr(r, k) for k in CSV_AS_IS},
+        for r in rows:  # None: an empty cell
+            w.writerow({**{k: getattr(r, k) for k in (*CSV_AS_IS, "epochs_run", "max_epochs", "reason")},
                         **{f"{k}_pct": "" if getattr(r, k) is None else f"{100 * getattr(r, k):.4f}" for k in CSV_PCT},
-                        "epochs_run": r.epochs_run, "max_epochs": r.max_epochs,
                         "wall_time_s": "" if r.wall_time_s is None else f"{r.wall_time_s:.1f}",
-                        "chosen": id(r) in chosen, "paper_test_error_pct": "" if theirs is None else theirs,
+                        "chosen": id(r) in chosen, "paper_test_error_pct": paper_value(r),
                         "protocol": "final" if r.val_size == 0 else "select", "train_size": r.train_size or "",
-                        "num_params": r.num_params or "", "reason": r.reason or ""})
+                        "num_params": r.num_params or ""})
