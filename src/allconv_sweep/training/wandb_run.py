@@ -3,11 +3,13 @@ multirun grouped; the config nested, as W&B's Hydra integration logs it; the sum
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
 from typing import Optional
 
+log = logging.getLogger(__name__)
 # metrics.json fields copied into the W&B summary under the same names (what a runs table compares)
 SUMMARY_KEYS = ("status", "reason", "result_key", "train_error", "val_error", "test_error", "test_acc",
                 "best_val_test_error", "best_val_test_acc", "test_acc_top5", "val_live_fraction", "epochs_run",
@@ -96,8 +98,16 @@ def own_wandb_service() -> None:
         os.environ.pop("WANDB_SERVICE")
 
 
-def finish_wandb(logger, metrics: Optional[dict]) -> None:
-    import wandb
+def finish_wandb(loggers, metrics: dict) -> None:
+    """The run's summary into W&B; a failure (its service killed by SLURM, say) is logged, never raised."""
+    from lightning.pytorch.loggers import WandbLogger
 
-    logger.experiment.summary.update({k: v for k, v in (metrics or {}).items() if k in SUMMARY_KEYS})
-    wandb.finish(exit_code=0 if metrics is not None and metrics.get("status") in ("ok", "diverged") else 1)
+    for logger in (lg for lg in loggers if isinstance(lg, WandbLogger)):  # NestedConfigLogger
+        try:
+            import wandb
+
+            logger.experiment.summary.update({k: v for k, v in metrics.items() if k in SUMMARY_KEYS})
+            wandb.finish(exit_code=0 if metrics.get("status") in ("ok", "diverged") else 1)
+        except Exception as e:  # noqa: BLE001 - see above
+            log.warning("could not finish the W&B run (%s: %s); run `wandb sync` on its folder later",
+                        type(e).__name__, e)
