@@ -78,16 +78,6 @@ def final_metrics(trainer: L.Trainer, model: ImageClassifier, dm, has_val: bool,
     return final
 
 
-def used_batch_size(cfg: DictConfig, dm, world_size: int) -> int:
-    """data.batch_size, or the training images each process has when they are fewer (one batch is all)."""
-    asked, n = int(cfg.data.batch_size), dm.describe().get("train")
-    return min(asked, -(-n // max(1, world_size))) if n else asked
-
-
-def _err(acc: Optional[float]) -> Optional[float]:
-    return None if acc is None else 1.0 - acc
-
-
 def _from_config(cfg: DictConfig) -> dict[str, Any]:
     """The record's fields that the config alone gives: all that a job failed before training has."""
     def get(path: str, kind=lambda v: v):
@@ -100,26 +90,26 @@ def _from_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def record_run(cfg, trainer, model, dm, *, output_dir, key, info, exact, resumed_from, overrides, precision_reason,
-               status, reason, final) -> dict[str, Any]:
+               batch_size, status, reason, final) -> dict[str, Any]:
     """metrics.json written (rank 0), the trackers told; the record returned."""
     throughput, divergence = (next((c for c in trainer.callbacks if isinstance(c, kind)), None)
                               for kind in (Throughput, DivergenceMonitor))
     f = {name: float(v) for name, v in final.items() if v is not None}.get  # a final metric, or None
-    train_acc = throughput.train_acc if throughput is not None else None
-    val_acc, test_acc, best = f("val/acc"), f("test/acc"), f(f"{BEST_TEST}/acc")
+    accs = {"train": throughput.train_acc if throughput is not None else None, "val": f("val/acc"),
+            "test": f("test/acc"), "best_val_test": f(f"{BEST_TEST}/acc")}
     images_per_s = throughput.images_per_s if throughput is not None else None  # per process (DDP: x world size)
     sizes, s = dm.describe(), cfg.scheduler
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     record = RunRecord(
         status=status, reason=reason, result_key=key, **_from_config(cfg),
-        batch_size=used_batch_size(cfg, dm, trainer.world_size), num_params=count_parameters(model.net),
+        batch_size=batch_size, num_params=count_parameters(model.net),
         epochs_run=int(trainer.current_epoch), steps_per_epoch=getattr(model, "steps_per_epoch", None),
         lr_drop_epochs=None if s.get("milestones") is None else drop_epochs(
             list(s.milestones), int(s.of_epochs), int(cfg.trainer.max_epochs), int(trainer.current_epoch)),
         train_size=sizes.get("train"), val_size=sizes.get("val", 0), test_size=sizes.get("test"),
         images_seen=divergence.images_seen if divergence is not None else None,
-        train_acc=train_acc, train_error=_err(train_acc), val_acc=val_acc, val_error=_err(val_acc),
-        test_acc=test_acc, test_error=_err(test_acc), best_val_test_acc=best, best_val_test_error=_err(best),
+        **{f"{k}_acc": acc for k, acc in accs.items()},
+        **{f"{k}_error": None if acc is None else 1.0 - acc for k, acc in accs.items()},
         val_acc_top5=f("val/acc_top5"), test_acc_top5=f("test/acc_top5"), val_live_fraction=f("val/live_fraction"),
         **exact.wall_times(),  # over all starts (resumed: up to the checkpoint or signal), and this one's
         train_images_per_s=None if images_per_s is None else images_per_s * trainer.world_size,

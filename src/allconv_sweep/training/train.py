@@ -131,9 +131,11 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
         # Lightning would re-run this whole command (-m included) once per extra rank: a sweep per rank
         raise UserError("trainer=ddp with several devices is for single runs: drop -m (one job per command), "
                         "or sweep with launcher=slurm, which starts every rank itself")
-    used_batch = outcome.used_batch_size(cfg, datamodule, trainer.world_size)
-    if used_batch < int(cfg.data.batch_size):
-        say(f"[yellow]data.batch_size={int(cfg.data.batch_size)}: the training split has only {used_batch} images"
+    # data.batch_size, or the training images each process has when they are fewer (one batch is all)
+    asked, n_train = int(cfg.data.batch_size), datamodule.describe().get("train")
+    used_batch = min(asked, -(-n_train // trainer.world_size)) if n_train else asked
+    if used_batch < asked:
+        say(f"[yellow]data.batch_size={asked}: the training split has only {used_batch} images"
             f"{' per process' if trainer.world_size > 1 else ''}, all of them in each step; "
             f"metrics.json records batch_size {used_batch}[/yellow]", soft_wrap=True)
     if hasattr(datamodule, "use_device"):  # the in-memory sets live on the device; ImageNet streams from workers
@@ -142,7 +144,7 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
     divergence = next((c for c in callbacks if isinstance(c, DivergenceMonitor)), None)
     nonfinite = next((c for c in trainer.early_stopping_callbacks if c.check_finite), None)
     finish = partial(outcome.record_run, cfg, trainer, model, datamodule, output_dir=output_dir, key=key, info=info,
-                     exact=exact, overrides=overrides, precision_reason=chosen.reason,
+                     exact=exact, overrides=overrides, precision_reason=chosen.reason, batch_size=used_batch,
                      resumed_from=None if resume_from is None else str(resume_from))
     try:
         with lightning_handles_signals():

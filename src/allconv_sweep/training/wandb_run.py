@@ -82,20 +82,16 @@ def make_wandb_logger(save_dir: str, project: str = "allconv_sweep", entity: Opt
     group = group or (sweep_dir and group_for(sweep_dir)) or None
     if info and (info.get("wandb_name"), info.get("wandb_group")) != (name, group):
         runs.write_json(Path(save_dir) / runs.RUN_FILE, {**info, "wandb_name": name, "wandb_group": group})
-    own_wandb_service()
-    return NestedConfigLogger(project=project, entity=entity, group=group, name=name, id=info.get("wandb_run_id"),
-                              job_type="train", resume="allow", tags=list(tags or []), save_dir=str(save_dir),
-                              offline=mode == "offline", mode=mode, reinit="finish_previous")
-
-
-def own_wandb_service() -> None:
-    """A job talks to a W&B service of its own, not one it inherited through WANDB_SERVICE (the address and the
-    pid that started it): a job killed with SIGKILL leaves its run's stream open in the parent's service, and the
-    resumed job (same run id) is refused ("run ID ... is in use"). A service this process started is kept."""
+    # a job talks to a W&B service of its own, not one it inherited through WANDB_SERVICE (the address and the pid
+    # that started it): a job killed with SIGKILL leaves its run's stream open in the parent's service, and the
+    # resumed job (same run id) is refused ("run ID ... is in use"). A service this process started is kept.
     token = os.environ.get("WANDB_SERVICE")
     match = re.match(r"^\d+-(\d+)-", token or "")
     if token and (match is None or int(match.group(1)) != os.getpid()):
         os.environ.pop("WANDB_SERVICE")
+    return NestedConfigLogger(project=project, entity=entity, group=group, name=name, id=info.get("wandb_run_id"),
+                              job_type="train", resume="allow", tags=list(tags or []), save_dir=str(save_dir),
+                              offline=mode == "offline", mode=mode, reinit="finish_previous")
 
 
 def finish_wandb(loggers, metrics: dict) -> None:
