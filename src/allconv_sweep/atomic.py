@@ -4,25 +4,9 @@ rename is a copy), renamed over the real name once whole. Mode 0o666 less the um
 
 import os
 import secrets
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
-
-
-def umask() -> int:
-    """The umask, read from /proc where Linux has it, else by the set-and-restore that is the portable way."""
-    with suppress(OSError, ValueError), open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def file_mode() -> int:
-    """The mode open() gives a new file: 0o666 less the umask."""
-    return 0o666 & ~umask()
 
 
 @contextmanager

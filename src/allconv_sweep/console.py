@@ -1,4 +1,4 @@
-"""What a researcher sees: the config as a tree (print_config=full), a line per sweep job, a summary table."""
+"""What a researcher sees: a line per sweep job, a summary table (the config: training/config_view.py)."""
 
 import logging
 import os
@@ -6,13 +6,10 @@ import time
 import warnings
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
-from rich.tree import Tree
 
 console = Console(stderr=False, highlight=False)
-_ORDER = ("model", "data", "preprocess", "augment", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
 # set by the sweeper for its jobs: where each job is in the sweep, for "job k of n" and the ETA
 SWEEP_START, SWEEP_JOBS = "ALLCONV_SWEEP_START", "ALLCONV_SWEEP_JOBS"
 
@@ -29,24 +26,6 @@ def quiet_lightning(level: int | None = None) -> None:
         logging.getLogger(name).propagate = False
         if level is not None:
             logging.getLogger(name).setLevel(level)
-
-
-def config_tree(cfg: DictConfig) -> Tree:
-    """The config as YAML, one branch per group, the layer list folded (`--cfg job` prints it whole)."""
-    tree = Tree("[bold]config[/bold]")
-    for key in [k for k in _ORDER if k in cfg] + [k for k in cfg if k not in _ORDER and k != "hydra"]:
-        if not isinstance(value := cfg[key], DictConfig):
-            tree.add(f"[bold cyan]{key}[/bold cyan]: {value}")
-            continue
-        node = OmegaConf.to_container(value, resolve=True, enum_to_str=True)
-        if key == "model" and "layers" in node:
-            node["layers"] = f"<{len(node['layers'])} layers of {node.get('name')}: conf/model/{node.get('name')}.yaml>"
-        tree.add(f"[bold cyan]{key}[/bold cyan]").add(OmegaConf.to_yaml(OmegaConf.create(node)).rstrip())
-    return tree
-
-
-def print_config_tree(cfg: DictConfig) -> None:
-    console.print(config_tree(cfg))
 
 
 def print_job(overrides: list[str], job: int) -> None:

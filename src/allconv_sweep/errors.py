@@ -19,8 +19,7 @@ class RunInterrupted(BaseException):
     @property
     def exit_code(self) -> int:
         """128 + the signal's number, the shell's convention (143 for SIGTERM, 130 for SIGINT)."""
-        number = getattr(signal, str(self.signame), None)
-        return 128 + int(number) if isinstance(number, int) else 1
+        return 128 + signal.Signals[self.signame]
 
 
 def command(action, *args, **kwargs) -> int:

@@ -88,9 +88,6 @@ class ImageClassifier(L.LightningModule):
             self._log_rates("train", self._train_hits, self._train_seen)
         self._train_hits, self._train_seen = None, 0
 
-    def on_train_epoch_start(self) -> None:
-        self._train_hits, self._train_seen = None, 0
-
     def on_train_epoch_end(self) -> None:
         self._log_train_counts()  # an epoch cut short (should_stop) never reached its last batch
 

@@ -135,9 +135,7 @@ class RichEpochBar(RichProgressBar):
 class EpochLines(ProgressBar):
     """For a pipe or a log: one plain line per epoch, its metrics and time (a bar there is `\r` and ANSI)."""
 
-    def __init__(self):
-        super().__init__()
-        self.enabled, self._t0 = True, 0.0
+    enabled, _t0 = True, 0.0
 
     def disable(self) -> None:
         self.enabled = False

@@ -5,17 +5,20 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
+from rich.tree import Tree
 
 from allconv_sweep.config import compose, runtime
-from allconv_sweep.console import console, print_config_tree
+from allconv_sweep.console import console
 from allconv_sweep.training.wandb_run import flatten
+
+ORDER = ("model", "data", "preprocess", "augment", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
 
 
 def print_config(cfg: DictConfig, job: Optional[DictConfig] = None) -> None:
     """job: the config with its hydra node when cfg has none (the sweeper shows placeholders for what only a
     job knows); by default the running app's."""
     if str(cfg.print_config) == "full":
-        return print_config_tree(cfg)
+        return console.print(config_tree(cfg))
     hydra = job.hydra if job is not None else runtime.hydra_config()
     choices = dict(hydra.runtime.choices) if hydra is not None else {}
     picked = [o for o in (hydra.overrides.task if hydra is not None else []) if o.split("=")[0].lstrip("+~") in choices]
@@ -25,6 +28,20 @@ def print_config(cfg: DictConfig, job: Optional[DictConfig] = None) -> None:
     console.print(f"[bold]config[/bold] {escape(' '.join(shown))}", soft_wrap=True)
     console.print(f"[bold]changed[/bold] {escape(' '.join(changed) or 'nothing')}  (print_config=full: the whole "
                   "config)", soft_wrap=True)
+
+
+def config_tree(cfg: DictConfig) -> Tree:
+    """The config as YAML, one branch per group, the layer list folded (`--cfg job` prints it whole)."""
+    tree = Tree("[bold]config[/bold]")
+    for key in [k for k in ORDER if k in cfg] + [k for k in cfg if k not in ORDER and k != "hydra"]:
+        if not isinstance(value := cfg[key], DictConfig):
+            tree.add(f"[bold cyan]{key}[/bold cyan]: {value}")
+            continue
+        node = OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+        if key == "model" and "layers" in node:
+            node["layers"] = f"<{len(node['layers'])} layers of {node.get('name')}: conf/model/{node.get('name')}.yaml>"
+        tree.add(f"[bold cyan]{key}[/bold cyan]").add(OmegaConf.to_yaml(OmegaConf.create(node)).rstrip())
+    return tree
 
 
 def differences(cfg: DictConfig, base: DictConfig) -> list[str]:

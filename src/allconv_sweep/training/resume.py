@@ -21,13 +21,11 @@ KEY = "exact_resume"
 
 def capture_rng(device: Optional[torch.device] = None) -> dict[str, Any]:
     """Every random stream a training step can draw from, as checkpoint-safe values."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    name, keys, *rest = np.random.get_state()  # the key array as a list: weights_only loads plain data only
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), *rest],
+                             "python": random.getstate()}
     if device is not None and device.type == "cuda" and torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state(device)
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    state["numpy"] = [str(name), [int(k) for k in keys], int(pos), int(has_gauss), float(gauss)]
-    version, internal, gauss_next = random.getstate()
-    state["python"] = [int(version), [int(v) for v in internal], gauss_next]
     return state
 
 

@@ -1,13 +1,14 @@
 """train(cfg): one run, start to metrics.json. A plain function: tests call it without @hydra.main."""
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.fabric.connector import _convert_precision_to_unified_args as unified_precision  # "32": "32-true"
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -21,8 +22,8 @@ from allconv_sweep.errors import RunInterrupted, UserError
 from allconv_sweep.interrupts import lightning_handles_signals
 from allconv_sweep.model.module import ImageClassifier
 from allconv_sweep.model.nets import conv_layer_names
-from allconv_sweep.training import outcome, precision, run_folder
-from allconv_sweep.training.callbacks import DivergenceMonitor, Throughput
+from allconv_sweep.training import outcome, precision
+from allconv_sweep.training.callbacks import DivergenceMonitor
 from allconv_sweep.training.components import datamodule_from, flat_config
 from allconv_sweep.training.config_view import print_config
 from allconv_sweep.training.resume import ExactResume, repair_csv
@@ -63,12 +64,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = runs.ensure_writable(Path(cfg.paths.output_dir).resolve())
     rank0 = rank_zero_only.rank == 0  # DDP: ranks > 0 (re-launched by Lightning) share rank 0's folder
     folder_lock = runs.lock(output_dir, "run") if rank0 else None
-    run_json = run_folder.read_bytes(output_dir / runs.RUN_FILE) if rank0 else None
+    run_json = outcome.read_bytes(output_dir / runs.RUN_FILE) if rank0 else None
     try:
         return _train(cfg, output_dir, ident, result_key(ident), t_start, rank0)
     except BaseException:
         if rank0:
-            run_folder.undo_failed_start(output_dir, run_json)
+            outcome.undo_failed_start(output_dir, run_json)
         raise
     finally:
         if folder_lock is not None:
@@ -83,13 +84,13 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
         return state.record.to_dict()
     if state.kind == "mismatch":
         raise UserError(state.refusal(output_dir))
-    resume_from, note = run_folder.resume_point(output_dir) if state.kind == "resume" else (None, None)
+    resume_from, note = outcome.resume_point(output_dir) if state.kind == "resume" else (None, None)
     if rank0 and resume_from is None:
-        run_folder.clear(output_dir)
+        outcome.clear(output_dir)
     if note:
         say(f"[yellow]{note}[/yellow]")
     overrides = runtime.job_overrides()
-    info = run_folder.start(output_dir, key, ident, resume_from is not None, overrides) if rank0 else {}
+    info = outcome.start(output_dir, key, ident, resume_from is not None, overrides) if rank0 else {}
     if cfg.print_config and rank0 and (job := runtime.job_number()) is not None:
         print_job(overrides, job)  # a sweep's job: one line (the sweep showed its config once)
     elif cfg.print_config and rank0:
@@ -120,7 +121,7 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
         say(f"trainer.precision=auto: {chosen.precision} ({chosen.reason})", soft_wrap=True)
     trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(output_dir),
                     enable_model_summary=False, num_sanity_val_steps=0, precision=chosen.precision,
-                    plugins=[run_folder.AtomicCheckpointIO()],
+                    plugins=[outcome.AtomicCheckpointIO()],
                     **({} if has_val else {"limit_val_batches": 0}))  # data.val_size=0: no empty val loop
     if str(trainer.precision) != str(unified_precision(chosen.precision)):
         say(f"[yellow]trainer.precision={chosen.precision} runs as {trainer.precision} on "
@@ -130,44 +131,26 @@ def _train(cfg: DictConfig, output_dir: Path, ident: dict, key: str, t_start: fl
         # Lightning would re-run this whole command (-m included) once per extra rank: a sweep per rank
         raise UserError("trainer=ddp with several devices is for single runs: drop -m (one job per command), "
                         "or sweep with launcher=slurm, which starts every rank itself")
-    used_batch = outcome.used_batch_size(cfg, datamodule, trainer.world_size)
-    if used_batch < int(cfg.data.batch_size):
-        say(f"[yellow]data.batch_size={int(cfg.data.batch_size)}: the training split has only {used_batch} images"
+    # data.batch_size, or the training images each process has when they are fewer (one batch is all)
+    asked, n_train = int(cfg.data.batch_size), datamodule.describe().get("train")
+    used_batch = min(asked, -(-n_train // trainer.world_size)) if n_train else asked
+    if used_batch < asked:
+        say(f"[yellow]data.batch_size={asked}: the training split has only {used_batch} images"
             f"{' per process' if trainer.world_size > 1 else ''}, all of them in each step; "
             f"metrics.json records batch_size {used_batch}[/yellow]", soft_wrap=True)
     if hasattr(datamodule, "use_device"):  # the in-memory sets live on the device; ImageNet streams from workers
         datamodule.use_device(trainer.strategy.root_device)
 
-    def find(kind: type, test=lambda c: True):
-        return next((c for c in callbacks if isinstance(c, kind) and test(c)), None)
-
-    divergence, nonfinite = find(DivergenceMonitor), find(EarlyStopping, lambda c: c.check_finite)
-
-    def finish(**how) -> dict[str, Any]:  # metrics.json written, the trackers told
-        metrics = outcome.record_run(cfg=cfg, model=model, output_dir=output_dir, key=key, info=info,
-                                     trainer=trainer, throughput=find(Throughput), divergence=divergence,
-                                     dm=datamodule, exact=exact, overrides=overrides, precision_reason=chosen.reason,
-                                     resumed_from=None if resume_from is None else str(resume_from), **how)
-        outcome.finish_loggers(trainer, metrics)
-        return metrics
-
-    final: dict[str, float] = {}
+    divergence = next((c for c in callbacks if isinstance(c, DivergenceMonitor)), None)
+    nonfinite = next((c for c in trainer.early_stopping_callbacks if c.check_finite), None)
+    finish = partial(outcome.record_run, cfg, trainer, model, datamodule, output_dir=output_dir, key=key, info=info,
+                     exact=exact, overrides=overrides, precision_reason=chosen.reason, batch_size=used_batch,
+                     resumed_from=None if resume_from is None else str(resume_from))
     try:
         with lightning_handles_signals():
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
             status, reason = outcome.run_status(divergence, nonfinite, int(cfg.data.num_classes))
-            final.update(outcome.final_validation(trainer, model, datamodule, has_val))
-            final.update(trainer.test(model, datamodule=datamodule, verbose=False)[0])
-            best = outcome.best_val_checkpoint(find(ModelCheckpoint, lambda c: c.monitor), trainer,
-                                               has_val and status == "ok")
-            if best is not None:  # not the final model: its weights only (trainer.test(ckpt_path=...) would
-                # also restore its callbacks' states over the final ones)
-                model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
-                model.test_prefix = outcome.BEST_TEST
-                final.update(trainer.test(model, datamodule=datamodule, verbose=False)[0])
-                model.test_prefix = "test"
-            elif has_val and status == "ok" and "test/acc" in final:
-                final[f"{outcome.BEST_TEST}/acc"] = final["test/acc"]  # the final model is the best-validation one
+            final = outcome.final_metrics(trainer, model, datamodule, has_val, status == "ok")
     except UserError:
         raise
     except (SystemExit, KeyboardInterrupt) as e:  # Lightning's answer to SIGTERM (exit 0!) and Ctrl-C (exit 1)

@@ -3,11 +3,13 @@ multirun grouped; the config nested, as W&B's Hydra integration logs it; the sum
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
 from typing import Optional
 
+log = logging.getLogger(__name__)
 # metrics.json fields copied into the W&B summary under the same names (what a runs table compares)
 SUMMARY_KEYS = ("status", "reason", "result_key", "train_error", "val_error", "test_error", "test_acc",
                 "best_val_test_error", "best_val_test_acc", "test_acc_top5", "val_live_fraction", "epochs_run",
@@ -80,24 +82,28 @@ def make_wandb_logger(save_dir: str, project: str = "allconv_sweep", entity: Opt
     group = group or (sweep_dir and group_for(sweep_dir)) or None
     if info and (info.get("wandb_name"), info.get("wandb_group")) != (name, group):
         runs.write_json(Path(save_dir) / runs.RUN_FILE, {**info, "wandb_name": name, "wandb_group": group})
-    own_wandb_service()
+    # a job talks to a W&B service of its own, not one it inherited through WANDB_SERVICE (the address and the pid
+    # that started it): a job killed with SIGKILL leaves its run's stream open in the parent's service, and the
+    # resumed job (same run id) is refused ("run ID ... is in use"). A service this process started is kept.
+    token = os.environ.get("WANDB_SERVICE")
+    match = re.match(r"^\d+-(\d+)-", token or "")
+    if token and (match is None or int(match.group(1)) != os.getpid()):
+        os.environ.pop("WANDB_SERVICE")
     return NestedConfigLogger(project=project, entity=entity, group=group, name=name, id=info.get("wandb_run_id"),
                               job_type="train", resume="allow", tags=list(tags or []), save_dir=str(save_dir),
                               offline=mode == "offline", mode=mode, reinit="finish_previous")
 
 
-def own_wandb_service() -> None:
-    """A job talks to a W&B service of its own, not one it inherited through WANDB_SERVICE (the address and the
-    pid that started it): a job killed with SIGKILL leaves its run's stream open in the parent's service, and the
-    resumed job (same run id) is refused ("run ID ... is in use"). A service this process started is kept."""
-    token = os.environ.get("WANDB_SERVICE")
-    match = re.match(r"^\d+-(\d+)-", token or "")
-    if token and (match is None or int(match.group(1)) != os.getpid()):
-        os.environ.pop("WANDB_SERVICE")
+def finish_wandb(loggers, metrics: dict) -> None:
+    """The run's summary into W&B; a failure (its service killed by SLURM, say) is logged, never raised."""
+    from lightning.pytorch.loggers import WandbLogger
 
+    for logger in (lg for lg in loggers if isinstance(lg, WandbLogger)):  # NestedConfigLogger
+        try:
+            import wandb
 
-def finish_wandb(logger, metrics: Optional[dict]) -> None:
-    import wandb
-
-    logger.experiment.summary.update({k: v for k, v in (metrics or {}).items() if k in SUMMARY_KEYS})
-    wandb.finish(exit_code=0 if metrics is not None and metrics.get("status") in ("ok", "diverged") else 1)
+            logger.experiment.summary.update({k: v for k, v in metrics.items() if k in SUMMARY_KEYS})
+            wandb.finish(exit_code=0 if metrics.get("status") in ("ok", "diverged") else 1)
+        except Exception as e:  # noqa: BLE001 - see above
+            log.warning("could not finish the W&B run (%s: %s); run `wandb sync` on its folder later",
+                        type(e).__name__, e)
