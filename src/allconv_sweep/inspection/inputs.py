@@ -33,8 +33,9 @@ def device_from(name: str) -> torch.device:
 
 
 def data_module(run_cfg: dict, data: dict, cache_dir: str | None):
-    """The data module of a checkpoint's run config, with ``data``'s keys changed (where the data is now)
-    and fitted transforms from ``cache_dir`` when given (else the run's paths.cache_dir)."""
+    """The data module of a checkpoint's run config, set up, with ``data``'s keys changed (where the data is
+    now) and fitted transforms from ``cache_dir`` when given (else the run's paths.cache_dir). setup() alone:
+    it downloads what is missing too (prepare_data is for one download among many processes)."""
     from allconv_sweep.training.components import datamodule_from
 
     unknown = sorted(set(data) - set(run_cfg["data"]))  # e.g. data.root for a checkpoint of data=fake
@@ -44,7 +45,9 @@ def data_module(run_cfg: dict, data: dict, cache_dir: str | None):
     cfg = {**run_cfg, "data": {**run_cfg["data"], **data}}
     if cache_dir:
         cfg["paths"] = {**run_cfg.get("paths", {}), "cache_dir": cache_dir}
-    return datamodule_from(cfg)
+    dm = datamodule_from(cfg)
+    dm.setup()
+    return dm
 
 
 @dataclass
@@ -108,8 +111,6 @@ def load_images(run_cfg: dict, opts: Options, n: int | None) -> Images:
     """``n`` images of ``opts.split`` (all when None)."""
     moved = {} if opts.data_root is None else {"root": opts.data_root}
     dm = data_module(run_cfg, moved, opts.cache_dir)
-    dm.prepare_data()
-    dm.setup()
     if hasattr(dm, "splits"):  # in-memory sets (cifar10, cifar100, fake): the first n of the split
         x, y = dm.splits[opts.split]
         x, y = x[:n].cpu(), y[:n].cpu()
@@ -117,7 +118,6 @@ def load_images(run_cfg: dict, opts: Options, n: int | None) -> Images:
             raw = x.clamp(0, 1)
         elif len(y):  # same data config and split seed, no preprocessing: the same images as stored
             plain = data_module({**run_cfg, "preprocess": {"name": "none"}}, moved, opts.cache_dir)
-            plain.setup()
             raw = plain.splits[opts.split][0][:n].cpu()
         index = torch.arange(len(y))
     else:  # image folders (imagenet): n images spread evenly over the (class-sorted) split
