@@ -20,8 +20,6 @@ from allconv_sweep.errors import UserError
 
 def stratified_split(y: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, val): ``val_size`` images held out with every class in proportion, fixed by seed."""
-    if val_size == 0:
-        return torch.arange(len(y)), torch.arange(0)
     g = torch.Generator().manual_seed(seed)
     classes, counts = torch.unique(y, return_counts=True)
     # per-class quota by largest remainder, so quotas sum to exactly val_size
@@ -178,11 +176,8 @@ class ImageDataModule(DataModule):
 class CifarDataModule(ImageDataModule):
     """data=cifar10 / cifar100: the real "python version" files (data/cifar.py)."""
 
-    DEFAULTS = {**ImageDataModule.DEFAULTS, "url": None, "archive_md5": None}
-
     def _ensure(self):
-        c = self.cfg
-        return ensure_cifar(c["name"], c["root"], bool(c["download"]), bool(c["verify"]), c["url"], c["archive_md5"])
+        return ensure_cifar(self.cfg["name"], self.cfg["root"], bool(self.cfg["download"]), bool(self.cfg["verify"]))
 
     def prepare_data(self) -> None:  # download once, on one process
         self._ensure()
