@@ -20,8 +20,6 @@ from allconv_sweep.errors import UserError
 
 def stratified_split(y: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, val): ``val_size`` images held out with every class in proportion, fixed by seed."""
-    if val_size == 0:
-        return torch.arange(len(y)), torch.arange(0)
     g = torch.Generator().manual_seed(seed)
     classes, counts = torch.unique(y, return_counts=True)
     # per-class quota by largest remainder, so quotas sum to exactly val_size
@@ -39,33 +37,53 @@ def stratified_split(y: torch.Tensor, val_size: int, seed: int) -> tuple[torch.T
     return torch.nonzero(train).flatten(), val_idx
 
 
-class ImageDataModule(L.LightningDataModule):
-    """What CIFAR and the fake set share. A subclass says where the images come from: ``_read()`` returns
-    {"train": (uint8 images N x 3 x H x W, int64 labels), "test": (...), "classes": [names]}."""
+class DataModule(L.LightningDataModule):
+    """What every data module shares: its config (``data`` over DEFAULTS), the preprocess and augment options
+    it applies (one line naming them for any other), and the three loaders from the subclass's ``_loader``."""
 
-    # what a module built without a config (tests) may leave out
-    DEFAULTS = {"image_size": 32, "split_seed": 0, "classes": None, "on_device": "auto", "num_workers": 0}
+    DEFAULTS: dict[str, Any] = {}  # what a module built without a config (tests) may leave out
+    PREPROCESS: tuple[str, ...] = ()
+    AUGMENT: tuple[str, ...] = ()
 
     def __init__(self, *, preprocess: dict, augment: dict, cache_dir: str | None = None, seed: int = 0, **data: Any):
         """preprocess / augment: the resolved groups; cache_dir: fitted whitening transforms; seed: the run's
         (batch order); data: the keys of conf/data/<name>.yaml, as config/schema.py checked them."""
         super().__init__()
         self.cfg = {**self.DEFAULTS, **data}
-        name, num_classes = self.cfg["name"], self.cfg["num_classes"]
-        self.pre, self.aug = dict(preprocess), dict(augment)
-        if self.pre["name"] not in ("gcn_zca", "standardize", "none"):
-            raise UserError(f"preprocess={self.pre['name']} is not implemented for data={name} "
-                            f"(in-memory sets: gcn_zca, standardize, none)")
-        if self.aug["name"] not in ("none", "flip_translate"):
-            raise UserError(f"augment={self.aug['name']} does not apply to data={name} "
-                            f"(in-memory sets: none, flip_translate)")
-        self.cache_dir, self.seed, self.num_classes = cache_dir, seed, int(num_classes)
+        self.pre, self.aug, self.cache_dir, self.seed = dict(preprocess), dict(augment), cache_dir, seed
+        self.num_classes = int(self.cfg["num_classes"])
+        for group, name, valid in (("preprocess", self.pre["name"], self.PREPROCESS),
+                                   ("augment", self.aug["name"], self.AUGMENT)):
+            if name not in valid:
+                raise UserError(f"{group}={name} does not apply to data={self.cfg['name']}; valid: {', '.join(valid)}")
+
+    def train_dataloader(self):
+        return self._loader("train", True)
+
+    def val_dataloader(self):
+        return self._loader("val", False) if self.describe()["val"] else []
+
+    def test_dataloader(self):
+        return self._loader("test", False)
+
+
+class ImageDataModule(DataModule):
+    """What CIFAR and the fake set share. A subclass says where the images come from: ``_read()`` returns
+    {"train": (uint8 images N x 3 x H x W, int64 labels), "test": (...), "classes": [names]}."""
+
+    DEFAULTS = {"image_size": 32, "split_seed": 0, "classes": None, "on_device": "auto", "num_workers": 0}
+    PREPROCESS = ("gcn_zca", "standardize", "none")
+    AUGMENT = ("none", "flip_translate")
+
+    cache_hit: bool | None = None  # set by setup(): whether the whitening came from the cache
+    device = torch.device("cpu")
+    # the DataLoader's shuffling generator moves on every epoch: a resumed run needs its position
+    _train_generator: torch.Generator | None = None
+    _train_generator_state: torch.Tensor | None = None
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.cache_hit: bool | None = None
-        self.device = torch.device("cpu")
-        # the DataLoader's shuffling generator moves on every epoch: a resumed run needs its position
-        self._train_generator: torch.Generator | None = None
-        self._train_generator_state: torch.Tensor | None = None
 
     def _subset_classes(self, raw: dict) -> dict:
         classes = self.cfg.get("classes")
@@ -140,9 +158,6 @@ class ImageDataModule(L.LightningDataModule):
                           generator=g if train else None, pin_memory=self.device.type == "cuda",
                           persistent_workers=workers > 0)
 
-    def train_dataloader(self):
-        return self._loader("train", True)
-
     def state_dict(self) -> dict[str, Any]:
         """Saved in every checkpoint; TensorBatches needs nothing (its order is a function of seed and epoch)."""
         return {} if self._train_generator is None else {"train_generator": self._train_generator.get_state()}
@@ -150,12 +165,6 @@ class ImageDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Lightning restores the data module before it asks for the train loader (_loader applies it)
         self._train_generator_state = state_dict.get("train_generator")
-
-    def val_dataloader(self):
-        return self._loader("val", False) if len(self.splits["val"][1]) else []
-
-    def test_dataloader(self):
-        return self._loader("test", False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.aug["name"] == "flip_translate" and self.trainer is not None and self.trainer.training:
@@ -167,11 +176,8 @@ class ImageDataModule(L.LightningDataModule):
 class CifarDataModule(ImageDataModule):
     """data=cifar10 / cifar100: the real "python version" files (data/cifar.py)."""
 
-    DEFAULTS = {**ImageDataModule.DEFAULTS, "url": None, "archive_md5": None}
-
     def _ensure(self):
-        c = self.cfg
-        return ensure_cifar(c["name"], c["root"], bool(c["download"]), bool(c["verify"]), c["url"], c["archive_md5"])
+        return ensure_cifar(self.cfg["name"], self.cfg["root"], bool(self.cfg["download"]), bool(self.cfg["verify"]))
 
     def prepare_data(self) -> None:  # download once, on one process
         self._ensure()

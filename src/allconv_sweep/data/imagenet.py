@@ -9,13 +9,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
+from allconv_sweep.data.datamodule import DataModule
 from allconv_sweep.errors import UserError
 
 
@@ -58,25 +58,18 @@ class UndecodableImage(RuntimeError):
     """An image that cannot be decoded; the run ends failed with the file named."""
 
 
-class ImageNetDataModule(L.LightningDataModule):
-    """``data=imagenet``: train / val (/ test, the val folder by default) ImageFolders."""
+class ImageNetDataModule(DataModule):
+    """``data=imagenet``: train / val (/ test, the val folder by default) ImageFolders; preprocess=standardize
+    uses data.mean/std, none scales to [0, 1]; nothing is fitted (cache_dir is unused)."""
 
-    def __init__(self, *, preprocess: dict, augment: dict, seed: int, cache_dir: str | None, **data: Any):
-        """preprocess / augment: the resolved groups (standardize uses data.mean/std; none scales to [0, 1]);
-        cache_dir: unused (nothing is fitted), taken like every data module's; data: the keys of
-        conf/data/imagenet.yaml, as config/schema.py checked them."""
-        super().__init__()
-        self.cfg = dict(data)
-        self.pre, self.aug, self.seed, self.num_classes = dict(preprocess), dict(augment), seed, int(data["num_classes"])
+    PREPROCESS = ("standardize", "none")
+    AUGMENT = ("random_resized_crop", "none")
+
+    _norm: tuple[torch.Tensor, torch.Tensor] | None = None  # data.mean, data.std on the batches' device
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
         self.datasets: dict[str, ImageFolder] = {}
-        self.class_names: list[str] = []
-        self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
-        if self.pre["name"] not in ("standardize", "none"):
-            raise UserError(f"preprocess={self.pre['name']} does not apply to data=imagenet; valid: standardize, "
-                            f"none (standardize uses data.mean/data.std)")
-        if self.aug["name"] not in ("random_resized_crop", "none"):
-            raise UserError(f"augment={self.aug['name']} does not apply to data=imagenet; valid: "
-                            f"random_resized_crop, none")
 
     def _folder(self, key: str) -> Path:
         root = Path(self.cfg["root"]).expanduser()
@@ -142,15 +135,6 @@ class ImageNetDataModule(L.LightningDataModule):
         # the split (shuffled per epoch when training; evaluation pads the last shard with a few repeats)
         return DataLoader(self.datasets[split], batch_size=int(self.cfg["batch_size" if train else "eval_batch_size"]),
                           shuffle=train, num_workers=workers, pin_memory=bool(pin), drop_last=False, **extra)
-
-    def train_dataloader(self):
-        return self._loader("train", True)
-
-    def val_dataloader(self):
-        return self._loader("val", False)
-
-    def test_dataloader(self):
-        return self._loader("test", False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch[0].float().div_(255), batch[1]

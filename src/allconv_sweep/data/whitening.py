@@ -49,13 +49,6 @@ class ZCA:
             out[i:i + chunk] = (x[i:i + chunk] - self.mean) @ self.matrix
         return out.reshape(shape)
 
-    def save(self, path: Path, key: str | None = None) -> None:
-        """Whole or not at all under ``path`` (a concurrent job never reads half a file), mode 0o666 less
-        the umask; ``key``: the cache key it was fitted for, checked when loaded."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as f:
-            torch.save({"mean": self.mean, "matrix": self.matrix, **({"key": key} if key else {})}, f)
-
     @classmethod
     def load_fitting(cls, path: Path, dim: int, key: str) -> "ZCA":
         """The transform cached in ``path`` if it fits ``dim``-pixel images and was fitted for ``key``, else
@@ -95,7 +88,9 @@ def fit_zca_cached(x_train: torch.Tensor, filter_bias: float, cache_dir: str | P
             misfit = " ".join(str(e).split())[:160] or type(e).__name__
     zca = ZCA.fit(x_train, filter_bias)
     try:
-        zca.save(path, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as f:  # whole or not at all: a concurrent job never reads half a file
+            torch.save({"mean": zca.mean, "matrix": zca.matrix, "key": key}, f)  # key: checked when loaded
         saved = "refitted and replaced"
     except OSError as e:
         saved = f"refitted; cannot replace it ({e.strerror})"  # an unwritable cache only costs time

@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from allconv_sweep.config import config_dir
-from allconv_sweep.errors import UserError
+from allconv_sweep.errors import UserError, command
 
 EVAL_FILE = "eval.json"
 
@@ -41,8 +41,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                             f"has {model.num_classes}; valid: a data set with {model.num_classes} classes")
         run_cfg["data"] = data
     datamodule = data_module(run_cfg, changes, cfg.cache_dir)
-    datamodule.prepare_data()
-    datamodule.setup()
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     precision = resolve(str((run_cfg.get("trainer") or {}).get("precision", "32-true")), accelerator).precision
     trainer = L.Trainer(accelerator=accelerator, devices=[device.index] if device.index is not None else 1,
@@ -81,11 +79,7 @@ def main(cfg: DictConfig) -> None:
     from allconv_sweep.console import quiet_lightning
 
     quiet_lightning(logging.WARNING)
-    try:
-        evaluate(cfg)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(command(evaluate, cfg))
 
 
 if __name__ == "__main__":

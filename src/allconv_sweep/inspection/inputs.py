@@ -33,8 +33,9 @@ def device_from(name: str) -> torch.device:
 
 
 def data_module(run_cfg: dict, data: dict, cache_dir: str | None):
-    """The data module of a checkpoint's run config, with ``data``'s keys changed (where the data is now)
-    and fitted transforms from ``cache_dir`` when given (else the run's paths.cache_dir)."""
+    """The data module of a checkpoint's run config, set up, with ``data``'s keys changed (where the data is
+    now) and fitted transforms from ``cache_dir`` when given (else the run's paths.cache_dir). setup() alone:
+    it downloads what is missing too (prepare_data is for one download among many processes)."""
     from allconv_sweep.training.components import datamodule_from
 
     unknown = sorted(set(data) - set(run_cfg["data"]))  # e.g. data.root for a checkpoint of data=fake
@@ -44,7 +45,9 @@ def data_module(run_cfg: dict, data: dict, cache_dir: str | None):
     cfg = {**run_cfg, "data": {**run_cfg["data"], **data}}
     if cache_dir:
         cfg["paths"] = {**run_cfg.get("paths", {}), "cache_dir": cache_dir}
-    return datamodule_from(cfg)
+    dm = datamodule_from(cfg)
+    dm.setup()
+    return dm
 
 
 @dataclass
@@ -85,10 +88,8 @@ class Options:
             self.units = [self.units] if isinstance(self.units, int) else list(self.units)
             if not self.units or any(isinstance(u, bool) or not isinstance(u, int) for u in self.units):
                 raise UserError(f"units={self.units}: must be a list of unit indices, e.g. units=[0,1,2,3]")
-        for key in ("top_k", "num_images", "panel_px"):
+        for key in ("top_k", "panel_px") + (() if self.num_images is None else ("num_images",)):  # None: all
             value = getattr(self, key)
-            if key == "num_images" and value is None:  # the whole split
-                continue
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise UserError(f"{key}={value!r}: must be a positive integer")
         self.device = device_from(str(self.device or "auto"))
@@ -108,28 +109,24 @@ def load_images(run_cfg: dict, opts: Options, n: int | None) -> Images:
     """``n`` images of ``opts.split`` (all when None)."""
     moved = {} if opts.data_root is None else {"root": opts.data_root}
     dm = data_module(run_cfg, moved, opts.cache_dir)
-    dm.prepare_data()
-    dm.setup()
-    if hasattr(dm, "splits"):  # in-memory sets (cifar10, cifar100, fake): the first n of the split
-        x, y = dm.splits[opts.split]
-        x, y = x[:n].cpu(), y[:n].cpu()
-        if len(y) and run_cfg["preprocess"]["name"] == "none":
-            raw = x.clamp(0, 1)
-        elif len(y):  # same data config and split seed, no preprocessing: the same images as stored
-            plain = data_module({**run_cfg, "preprocess": {"name": "none"}}, moved, opts.cache_dir)
-            plain.setup()
-            raw = plain.splits[opts.split][0][:n].cpu()
-        index = torch.arange(len(y))
-    else:  # image folders (imagenet): n images spread evenly over the (class-sorted) split
-        x, raw, y, index = _folder_images(dm, opts.split, n)
+    if not hasattr(dm, "splits"):  # image folders (imagenet): n images spread evenly over the (class-sorted) split
+        return Images(*_folder_images(dm, opts.split, n), list(dm.class_names))
+    x, y = dm.splits[opts.split]  # in-memory sets (cifar10, cifar100, fake): the first n of the split
     if len(y) == 0:
         raise UserError(f"split={opts.split} has no images (the checkpoint's data.val_size="
                         f"{run_cfg['data'].get('val_size')}); valid: {', '.join(s for s in SPLITS if s != opts.split)}")
-    return Images(x, raw, y, index, list(dm.class_names))
+    x, y = x[:n].cpu(), y[:n].cpu()
+    if run_cfg["preprocess"]["name"] == "none":
+        raw = x.clamp(0, 1)
+    else:  # same data config and split seed, no preprocessing: the same images as stored
+        plain = data_module({**run_cfg, "preprocess": {"name": "none"}}, moved, opts.cache_dir)
+        raw = plain.splits[opts.split][0][:n].cpu()
+    return Images(x, raw, y, torch.arange(len(y)), list(dm.class_names))
 
 
 def _folder_images(dm, split: str, n: int | None):
-    """uint8 crops from the module's own evaluation transform, normalised by its own on-device step."""
+    """(x, raw, y, index): uint8 crops from the module's own evaluation transform, normalised by its own on-device
+    step (never none: every class folder holds an image)."""
     from torch.utils.data import DataLoader, Subset
 
     dataset = dm.datasets[split]
@@ -142,6 +139,4 @@ def _folder_images(dm, split: str, n: int | None):
         xs.append(dm.on_after_batch_transfer((u8.clone(), y), 0)[0])
         raws.append(u8.float() / 255)
         ys.append(y)
-    if not ys:
-        return torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.long), index
     return torch.cat(xs), torch.cat(raws), torch.cat(ys), index

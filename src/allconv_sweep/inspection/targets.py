@@ -46,12 +46,16 @@ def check_layer(layer: str, valid: list[str], model_name: str) -> None:
         raise UserError(f"layer={layer}: no such layer in {model_name}; valid: {', '.join(valid)}")
 
 
-def _units(asked: list[int] | None, layer: str, n: int, default: int) -> list[int]:
-    """The units asked for (None: the first ``default``), checked against the ``n`` of ``layer``."""
-    units = asked if asked is not None else list(range(default))
+def _units(net: nn.Sequential, layer: str, image_shape: tuple[int, ...], asked: list[int] | None,
+           default: int | None = None) -> tuple[str, list[int], tuple[int, ...]]:
+    """``layer``'s activation layer, the units asked for (None: the first ``default``, else all) checked against
+    how many it has, and its output shape for one image."""
+    act = activation_layer(net, layer)
+    n, shape = num_units(net, act, image_shape)
+    units = asked if asked is not None else list(range(min(default or n, n)))
     if any(not 0 <= u < n for u in units):
         raise UserError(f"units={units}: {layer} has {n} units; valid: 0..{n - 1}")
-    return units
+    return act, units, shape
 
 
 def num_units(net: nn.Sequential, layer: str, image_shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
@@ -96,9 +100,7 @@ def figures_units(net: nn.Sequential, model_name: str, imgs: Images, opts: Optio
 
     layer = opts.layer or default_layer(net, "units")
     check_layer(layer, layer_names(net), model_name)
-    act = activation_layer(net, layer)
-    n_units, shape = num_units(net, act, tuple(imgs.x.shape[1:]))
-    units = _units(opts.units, layer, n_units, min(4, n_units))
+    act, units, shape = _units(net, layer, tuple(imgs.x.shape[1:]), opts.units, 4)
     if opts.top_k > len(imgs.y):
         raise UserError(f"top_k={opts.top_k}: only {len(imgs.y)} {opts.split} images are searched; "
                         f"valid: 1..{len(imgs.y)} (or raise num_images)")
@@ -163,7 +165,7 @@ def figures_filters(net: nn.Sequential, model_name: str, image_shape: tuple[int,
     layer = opts.layer or default_layer(net, "filters")
     check_layer(layer, convs, model_name)
     w = dict(children)[convs[0]].weight.detach().float().cpu()
-    units = _units(opts.units, convs[0], w.shape[0], w.shape[0])
+    units = _units(net, convs[0], image_shape, opts.units)[1]
     panels = [Panel(signed_display(w[u]), f"unit {u}") for u in units]  # method and layer are in the title
     k = "x".join(str(s) for s in w.shape[-2:])
     figs = [_draw(square(panels), f"{model_name} {convs[0]}: the {len(units)} filters ({k} weights)\n0 = gray, "
@@ -177,9 +179,7 @@ def figures_filters(net: nn.Sequential, model_name: str, image_shape: tuple[int,
             notes.append(f"{name}: no unconditioned deconvnet (max-pooling below it needs an image's switches; "
                          f"use target=units layer={name})")
         else:
-            act = activation_layer(net, name)
-            n_units, _ = num_units(net, act, image_shape)
-            lay_units = _units(opts.units, name, n_units, n_units)
+            act, lay_units, _ = _units(net, name, image_shape, opts.units)
             blank, centre, box = _blank_for(net, act, fields[act], image_shape)
             rec, _, _ = reconstruct(net, blank.expand(len(lay_units), -1, -1, -1), act, lay_units, "deconvnet",
                                     centre.expand(len(lay_units), 2))

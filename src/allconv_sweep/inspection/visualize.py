@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from allconv_sweep.config import config_dir
-from allconv_sweep.errors import UserError
+from allconv_sweep.errors import command
 from allconv_sweep.inspection.inputs import Options, load_images
 from allconv_sweep.inspection.panels import NORMALIZATION
 from allconv_sweep.inspection.targets import Written, figures_class, figures_filters, figures_units
@@ -38,7 +38,7 @@ def write_index(opts: Options, run_cfg: dict, figs: list[Written], notes: list[s
 
 
 def visualize(cfg: DictConfig | dict) -> list[Path]:
-    """Write the figures ``cfg`` asks for and their index.md; return the paths (PNGs, then index.md)."""
+    """Write the figures ``cfg`` asks for and their index.md, print and return their paths (PNGs, then index.md)."""
     opts = Options.from_config(cfg)
     from allconv_sweep.model.module import load_checkpoint  # lightning: imported only when there is a file to read
 
@@ -54,18 +54,14 @@ def visualize(cfg: DictConfig | dict) -> list[Path]:
     else:
         imgs = load_images(run_cfg, opts, opts.num_images if opts.target == "units" else opts.top_k)
         figs = (figures_units if opts.target == "units" else figures_class)(net, name, imgs, opts)
-    index = write_index(opts, run_cfg, figs, notes)
-    return [f.path for f in figs] + [index]
+    paths = [f.path for f in figs] + [write_index(opts, run_cfg, figs, notes)]
+    print(f"wrote {len(figs)} figures and {paths[-1].name}:", *(p.resolve() for p in paths), sep="\n")
+    return paths
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="visualize")
 def main(cfg: DictConfig) -> None:
-    try:
-        paths = visualize(cfg)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(f"wrote {len(paths) - 1} figures and {paths[-1].name}:", *(p.resolve() for p in paths), sep="\n")
+    sys.exit(command(visualize, cfg))
 
 
 if __name__ == "__main__":
