@@ -77,7 +77,6 @@ def _recorded_overrides(record: Any, job_dir: Path, sweep_dir: Path) -> list[str
 
 
 def _quoted(path: Path) -> str:
-    """A path as a quoted override value."""
     return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 

@@ -90,7 +90,7 @@ class PaperSweeper(BasicSweeper):
         note_interrupt(None)  # a fresh sweep (tests run several in one process)
         OmegaConf.save(cfg, sweep_dir / ("multirun.yaml" if name == sweep_dir.name else f"multirun.{name}.yaml"))
         plan_mod.write_manifest(sweep_dir, name, jobs)
-        todo = [j for j in jobs if j.todo]
+        todo = [j for j in jobs if j.state.kind in ("new", "resume", "rerun")]
         log.info(f"sweep {name} in {sweep_dir}: {len(jobs)} jobs; {plan_mod.summary(jobs)}")
         _print_config_once(jobs)
         from allconv_sweep.console import SWEEP_JOBS, SWEEP_START
