@@ -2,15 +2,13 @@
 finished (state, lock), and a sweep folder's manifest (sweep.json). A run's identity and result key:
 allconv_sweep.config.identity."""
 
-from allconv_sweep.runs.files import Unreadable, ensure_writable, read_json, write_json
+from allconv_sweep.runs.files import Unreadable, ensure_writable, write_json
 from allconv_sweep.runs.record import (
     FINISHED,
-    LOCK_FILE,
     MANIFEST,
     METRICS_FILE,
     REPORT_STATUSES,
     RUN_FILE,
-    STATUSES,
     RunRecord,
     git_commit,
     read_manifest,
@@ -22,7 +20,6 @@ from allconv_sweep.runs.record import (
 )
 from allconv_sweep.runs.state import RunState, lock, run_state
 
-__all__ = ["FINISHED", "LOCK_FILE", "MANIFEST", "METRICS_FILE", "REPORT_STATUSES", "RUN_FILE", "STATUSES",
-           "RunRecord", "RunState", "Unreadable", "ensure_writable", "git_commit", "lock", "read_json",
-           "read_manifest", "read_record", "read_run_info", "run_state", "versions", "write_json", "write_manifest",
-           "write_record"]
+__all__ = ["FINISHED", "MANIFEST", "METRICS_FILE", "REPORT_STATUSES", "RUN_FILE", "RunRecord", "RunState", "Unreadable",
+           "ensure_writable", "git_commit", "lock", "read_manifest", "read_record", "read_run_info", "run_state",
+           "versions", "write_json", "write_manifest", "write_record"]

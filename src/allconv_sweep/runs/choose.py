@@ -3,7 +3,7 @@ the lowest validation error."""
 
 from __future__ import annotations
 
-import math
+import statistics
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -39,11 +39,7 @@ class LrChoice:
 
     @property
     def test_std(self) -> Optional[float]:
-        e = self.test_errors
-        if len(e) < 2:
-            return None
-        m = sum(e) / len(e)
-        return math.sqrt(sum((x - m) ** 2 for x in e) / (len(e) - 1))
+        return statistics.stdev(self.test_errors) if len(self.test_errors) > 1 else None
 
     @property
     def val_mean(self) -> Optional[float]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from allconv_sweep.config.identity import is_neutral, override_key, result_key
+from allconv_sweep.config.records import config_values, read_overrides_file  # records read as data, never run
 from allconv_sweep.errors import UserError
 from allconv_sweep.runs.files import Unreadable
 from allconv_sweep.runs.record import (
@@ -85,42 +86,39 @@ def common_settings(rows: list[JobResult]) -> list[str]:
     return sorted(set.intersection(*(set(r.settings) for r in rows))) if rows else []
 
 
-def _identity(path: Path) -> dict[str, Any]:
-    ident = (read_run_info(path) or {}).get("identity")
-    return ident if isinstance(ident, dict) else {}
-
-
 def _row(name: str, path: Path, plan: dict) -> JobResult:
+    hydra_dir = path / ".hydra"
     try:
         record = read_record(path)
         damaged = None
     except Unreadable as e:
         record, damaged = None, str(e)
     if record is not None:
-        data = record.to_dict()
-        data["overrides"] = list(data.get("overrides") or plan.get("overrides") or _overrides_file(path))
-        return JobResult(**data, job=name, path=path, identity=_identity(path))
-    # no (readable) metrics.json: the job never ran, is still running, or died without a record
-    info = {k: v for k, v in plan.items() if k in RunRecord.__dataclass_fields__ and k not in ("status", "reason")}
-    if (path / ".hydra" / "config.yaml").is_file():  # values read as data (allconv_sweep.config.records)
-        from allconv_sweep.config.records import config_values
-        values = config_values(path / ".hydra" / "config.yaml", dict(CONFIG_FIELDS.values()))
-        for field_, (key, _) in CONFIG_FIELDS.items():
-            info.setdefault(field_, values[key])
-    started = (path / ".hydra").is_dir() or (path / RUN_FILE).is_file()
-    if damaged:
-        reason = f"{damaged}: its result is unknown"
-    elif plan.get("reason"):  # the sweep saw it end (a SLURM job cancelled, killed, ...)
-        reason = str(plan["reason"])
-    elif err := _logged_error(path):  # stopped by bad input: the one line it printed
-        reason = err
-    else:
-        reason = f"no {METRICS_FILE}: " + ("started but never finished (running, killed, or stopped by an error: "
-                                           "see the job's .log)" if started else "never started")
-    reason += "; last.ckpt present, a re-run resumes it" if (path / "checkpoints" / "last.ckpt").is_file() else ""
-    info["overrides"] = list(info.get("overrides") or _overrides_file(path))
-    info["lr"] = _f(info.get("lr"))
-    return JobResult(status="missing", reason=reason, **info, job=name, path=path, identity=_identity(path))
+        info = record.to_dict()
+    else:  # no (readable) metrics.json: the job never ran, is still running, or died without a record
+        info = {k: v for k, v in plan.items() if k in RunRecord.__dataclass_fields__}
+        if (hydra_dir / "config.yaml").is_file():
+            values = config_values(hydra_dir / "config.yaml", dict(CONFIG_FIELDS.values()))
+            for field_, (key, _) in CONFIG_FIELDS.items():
+                info.setdefault(field_, values[key])
+        started = hydra_dir.is_dir() or (path / RUN_FILE).is_file()
+        if damaged:
+            reason = f"{damaged}: its result is unknown"
+        elif plan.get("reason"):  # the sweep saw it end (a SLURM job cancelled, killed, ...)
+            reason = str(plan["reason"])
+        elif err := _logged_error(path):  # stopped by bad input: the one line it printed
+            reason = err
+        else:
+            reason = f"no {METRICS_FILE}: " + ("started but never finished (running, killed, or stopped by an error: "
+                                               "see the job's .log)" if started else "never started")
+        if (path / "checkpoints" / "last.ckpt").is_file():
+            reason += "; last.ckpt present, a re-run resumes it"
+        info.update(status="missing", reason=reason, lr=_f(info.get("lr")))
+    # .hydra/overrides.yaml shown as text; checked before any of it is composed
+    overrides = info.get("overrides") or plan.get("overrides") or read_overrides_file(hydra_dir / "overrides.yaml")
+    ident = (read_run_info(path) or {}).get("identity")
+    return JobResult(**{**info, "overrides": list(overrides)}, job=name, path=path,
+                     identity=ident if isinstance(ident, dict) else {})
 
 
 def _logged_error(path: Path) -> Optional[str]:
@@ -133,11 +131,6 @@ def _logged_error(path: Path) -> Optional[str]:
         if lines:
             return lines[-1].strip()
     return None
-
-
-def _overrides_file(path: Path) -> list[str]:
-    from allconv_sweep.config.records import read_overrides_file  # shown as text; checked before any is composed
-    return read_overrides_file(path / ".hydra" / "overrides.yaml")
 
 
 def _f(v: Any) -> Optional[float]:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Optional
 
 from allconv_sweep.runs.files import Unreadable, read_json, write_json
 
@@ -87,22 +87,8 @@ class RunRecord:
         if self.status not in REPORT_STATUSES:
             raise ValueError(f"status {self.status!r}; valid: {', '.join(REPORT_STATUSES)}")
 
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RunRecord":
-        """Tolerant of records of earlier versions: unknown keys are ignored, missing ones are None."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
-        if kwargs.get("status") not in REPORT_STATUSES:
-            kwargs["status"] = "failed"
-            kwargs["reason"] = f"unknown status {data.get('status')!r} in {METRICS_FILE}"
-        return cls(**kwargs)
 
 
 def write_record(run_dir: str | Path, record: RunRecord) -> Path:
@@ -112,9 +98,15 @@ def write_record(run_dir: str | Path, record: RunRecord) -> Path:
 
 
 def read_record(run_dir: str | Path) -> Optional[RunRecord]:
-    """The run's RunRecord; None when it has none; Unreadable when metrics.json is damaged."""
+    """The run's RunRecord; None when it has none; Unreadable when metrics.json is damaged. Tolerant of records of
+    earlier versions: unknown keys are ignored, missing ones are None."""
     data = read_json(Path(run_dir) / METRICS_FILE)
-    return None if data is None else RunRecord.from_dict(data)
+    if data is None:
+        return None
+    kwargs = {k: v for k, v in data.items() if k in RunRecord.__dataclass_fields__}
+    if kwargs.get("status") not in REPORT_STATUSES:
+        kwargs.update(status="failed", reason=f"unknown status {data.get('status')!r} in {METRICS_FILE}")
+    return RunRecord(**kwargs)
 
 
 def read_run_info(run_dir: str | Path) -> Optional[dict[str, Any]]:
@@ -153,13 +145,10 @@ def versions() -> dict[str, str]:
 
 
 def git_commit() -> Optional[str]:
-    here = Path(__file__).resolve().parent
+    """HEAD's full hash, with -dirty when tracked files differ from it (tags excluded: always the hash)."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        if sha.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return sha.stdout.strip() + ("-dirty" if dirty else "")
+        sha = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40", "--exclude=*"],
+                             cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
+    return sha.stdout.strip() if sha.returncode == 0 else None

@@ -12,7 +12,7 @@ from filelock import FileLock, Timeout
 from allconv_sweep.config.identity import differences
 from allconv_sweep.errors import UserError
 from allconv_sweep.runs.files import Unreadable
-from allconv_sweep.runs.record import LOCK_FILE, RunRecord, read_record, read_run_info
+from allconv_sweep.runs.record import FINISHED, LOCK_FILE, RunRecord, read_record, read_run_info
 
 
 @dataclass
@@ -51,7 +51,7 @@ def run_state(run_dir: str | Path, key: str, ident: Optional[Mapping[str, Any]] 
     if recorded != key:
         return RunState("mismatch", f"it holds a run of another config: {differences((info or {}).get('identity'), ident or {})}",
                         record)
-    if record is not None and record.finished:
+    if record is not None and record.status in FINISHED:
         return RunState("done", f"finished ({record.status})", record)
     if last.is_file():
         why = f"{damaged}; " if damaged else (f"{record.status} before; " if record else "")

@@ -106,17 +106,15 @@ def job_memory_bytes(data: Any) -> int:
     return JOB_BASE_BYTES + BYTES_PER_IMAGE_BYTE * held
 
 
-def limit_slots(slots: list[Slot], requested: Optional[int], job_bytes: Optional[int] = None,
-                cpus: Optional[int] = None, available: Optional[int] = None) -> tuple[list[Slot], Optional[str]]:
+def limit_slots(slots: list[Slot], requested: Optional[int],
+                job_bytes: Optional[int]) -> tuple[list[Slot], Optional[str]]:
     """The slots that fit this machine: on CPU slots at most one job per usable core, and at most as many jobs
     as MemAvailable holds at job_bytes each (at least one); with a one-line note when it kept fewer."""
     n, why = len(slots), []
-    if slots and slots[0].gpu is None:
-        cpus = usable_cpus() if cpus is None else cpus
-        if n > cpus:
-            n = cpus
-            why.append(f"no GPU visible and {cpus} usable CPU core{'s' if cpus != 1 else ''}")
-    available = mem_available() if available is None else available
+    if slots and slots[0].gpu is None and n > (cpus := usable_cpus()):
+        n = cpus
+        why.append(f"no GPU visible and {cpus} usable CPU core{'s' if cpus != 1 else ''}")
+    available = mem_available()
     if job_bytes and available and n > max(1, available // job_bytes):
         n = max(1, available // job_bytes)
         why.append(f"~{job_bytes / 2**30:.1f} GiB a job (estimate) and {available / 2**30:.1f} GiB available")
@@ -152,46 +150,34 @@ def acquire(slots: list[Slot], lease_dir: str, poll_s: float = 0.5) -> Slot:
         time.sleep(poll_s)
 
 
+@dataclass
 class LeasedTask:
     """The Hydra task function, run inside a leased slot (picklable: joblib ships it to its workers)."""
-
-    def __init__(self, task_function: Callable[[Any], Any], slots: list[Slot], lease_dir: str) -> None:
-        self.task_function = task_function
-        self.slots = slots
-        self.lease_dir = lease_dir
+    task_function: Callable[[Any], Any]
+    slots: list[Slot]
+    lease_dir: str
 
     def __call__(self, cfg: Any) -> Any:
         slot = acquire(self.slots, self.lease_dir)
-        if slot.gpu is not None:
-            _pin_gpu(slot.gpu)
-        else:  # CPU slots: split the cores between the jobs running at once
+        current = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if slot.gpu is None:  # CPU slots: split the cores between the jobs running at once
             threads = max(1, usable_cpus() // len(self.slots))
             if "torch" in sys.modules:
                 sys.modules["torch"].set_num_threads(threads)
             else:
                 os.environ["OMP_NUM_THREADS"] = str(threads)
-        out = runtime.output_dir()
+        elif current != slot.gpu:
+            import torch
+            if torch.cuda.is_initialized():  # cannot happen with one sticky slot per worker; never run on two GPUs
+                raise RuntimeError(f"CUDA already started in pid {os.getpid()} with CUDA_VISIBLE_DEVICES={current}; "
+                                   f"cannot move this worker to GPU {slot.gpu}")
+            os.environ["CUDA_VISIBLE_DEVICES"] = slot.gpu
+        lease = runtime.output_dir() / LEASE_FILE  # Hydra made the job's folder before it called the task function
         record = {"slot": slot.name, "gpu": slot.gpu, "slots": len(self.slots), "pid": os.getpid(),
                   "host": socket.gethostname(), "start": time.time(), "end": None}
-        _write(out, record)
+        write_json(lease, record)
         try:
             return self.task_function(cfg)
         finally:
             record["end"] = time.time()
-            _write(out, record)
-
-
-def _pin_gpu(gpu: str) -> None:
-    current = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if current == gpu:
-        return
-    import torch
-    if torch.cuda.is_initialized():  # cannot happen with one sticky slot per worker; never run on two GPUs
-        raise RuntimeError(f"CUDA already started in pid {os.getpid()} with CUDA_VISIBLE_DEVICES={current}; "
-                           f"cannot move this worker to GPU {gpu}")
-    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-
-
-def _write(out: Path, record: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / LEASE_FILE, record)
+            write_json(lease, record)

@@ -43,31 +43,20 @@ class Job:
     state: RunState = field(default_factory=lambda: RunState("new"))
     config: Optional[DictConfig] = None  # the composed config, kept for the first job only (printed once)
 
-    @property
-    def subdir(self) -> str:
-        return self.dir.name
-
-    @property
-    def todo(self) -> bool:
-        return self.state.kind in ("new", "resume", "rerun")
-
-
-def _multi_device(devices: Any, one_gpu_visible: bool) -> bool:
-    if isinstance(devices, (list, ListConfig)):
-        return len(devices) > 1
-    text = str(devices).strip()  # None and booleans: one device
-    if text in ("auto", "-1"):
-        return not one_gpu_visible
-    return len([d for d in text.split(",") if d.strip()]) > 1 if "," in text else text.isdigit() and int(text) > 1
-
 
 def check_ddp(job_cfg: DictConfig, kind: str) -> None:
-    """Refuse Lightning DDP inside a multirun whose jobs run in this machine's processes (kind: launcher.name)."""
-    if kind == "slurm":  # SLURM starts one task per GPU; Lightning joins them and re-runs nothing
-        return
+    """Refuse Lightning DDP inside a multirun whose jobs run in this machine's processes (kind: launcher.name);
+    SLURM starts one task per GPU, Lightning joins them and re-runs nothing."""
     devices = OmegaConf.select(job_cfg, "trainer.devices", default=1)
+    text = str(devices).strip()  # None and booleans: one device
+    if isinstance(devices, (list, ListConfig)):
+        several = len(devices) > 1
+    elif text in ("auto", "-1"):  # launcher=gpus shows each job one GPU
+        several = kind != "gpus"
+    else:  # "0,1", or a count
+        several = sum(bool(d.strip()) for d in text.split(",")) > 1 if "," in text else text.isdigit() and int(text) > 1
     strategy = OmegaConf.select(job_cfg, "trainer.strategy", default=None)
-    if strategy in SPAWN_STRATEGIES or not _multi_device(devices, one_gpu_visible=kind == "gpus"):
+    if kind == "slurm" or not several or strategy in SPAWN_STRATEGIES:
         return
     n = devices if str(devices).isdigit() else "<n>"
     raise UserError(
@@ -91,7 +80,7 @@ def plan(master: DictConfig, config_loader: Any, job_overrides: Sequence[Sequenc
     whose value differs between the jobs) and the other overrides that change the config, not those that
     restate a default (model=all_cnn_c) nor the keys that cannot change a result (NEUTRAL_KEYS, paths)."""
     parser = OverridesParser.create()
-    repo = getattr(config_loader, "repository", None)
+    repo = config_loader.repository
     composed: dict[tuple[str, ...], DictConfig] = {}
 
     def compose(groups: tuple[str, ...]) -> DictConfig:
@@ -109,12 +98,10 @@ def plan(master: DictConfig, config_loader: Any, job_overrides: Sequence[Sequenc
     seen: dict[Path, list[str]] = {}
     keys: dict[str, list[str]] = {}
     for overrides, parsed in zip(map(list, job_overrides), parsed_jobs):
-        if repo is None:  # not Hydra's usual loader: compose each job whole
-            groups, values = tuple(overrides), []
-        else:  # Hydra's rule (defaults_list.Overrides): a group override names an existing group, no dict value
-            is_group = [repo.group_exists(o.key_or_group) and not isinstance(o.value(), dict) for o in parsed]
-            groups = tuple(o.input_line for o, g in zip(parsed, is_group) if g)
-            values = [o for o, g in zip(parsed, is_group) if not g]
+        # Hydra's rule (defaults_list.Overrides): a group override names an existing group, no dict value
+        is_group = [repo.group_exists(o.key_or_group) and not isinstance(o.value(), dict) for o in parsed]
+        groups = tuple(o.input_line for o, g in zip(parsed, is_group) if g)
+        values = [o for o, g in zip(parsed, is_group) if not g]
         cfg = copy.deepcopy(compose(groups))
         if values:
             ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
@@ -218,7 +205,7 @@ def refuse_mismatches(jobs: list[Job], sweep_dir: Path) -> None:
     bad = [j for j in jobs if j.state.kind == "mismatch"]
     if not bad:
         return
-    lines = [f"{j.subdir if j.dir.parent == sweep_dir else j.dir}: {j.state.why}" for j in bad]
+    lines = [f"{j.dir.name if j.dir.parent == sweep_dir else j.dir}: {j.state.why}" for j in bad]
     lines.append(f"{len(bad)} of {len(jobs)} job folders hold runs of another config; nothing was launched. "
                  f"Sweep into another folder (sweep.name=..., sweep.root=... or hydra.sweep.dir=...), or "
                  f"resume=false to retrain and replace them")
@@ -227,14 +214,14 @@ def refuse_mismatches(jobs: list[Job], sweep_dir: Path) -> None:
 
 def write_manifest(sweep_dir: Path, name: str, jobs: list[Job]) -> Path:
     """sweep.json: the jobs every run of this sweep folder planned (merged: a seeds sweep adds its jobs)."""
-    return runs.write_manifest(sweep_dir, name, [(j.subdir, j.planned) for j in jobs if j.dir.parent == sweep_dir])
+    return runs.write_manifest(sweep_dir, name, [(j.dir.name, j.planned) for j in jobs if j.dir.parent == sweep_dir])
 
 
 def describe(name: str, sweep_dir: Path, kind: str, jobs: list[Job]) -> str:
     width = len(str(len(jobs)))
     lines = [f"sweep {name}: {len(jobs)} jobs in {sweep_dir} (launcher: {kind})"]
     for i, j in enumerate(jobs):
-        where = j.subdir if j.dir.parent == sweep_dir else str(j.dir)
+        where = j.dir.name if j.dir.parent == sweep_dir else str(j.dir)
         why = f"  ({j.state.why})" if j.state.why and j.state.kind != "new" else ""
         lines.append(f"  {i + 1:>{width}}  {STATE_TEXT[j.state.kind]:<24}  {where}{why}")
     lines.append(summary(jobs))

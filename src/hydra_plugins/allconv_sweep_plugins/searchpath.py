@@ -7,47 +7,38 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
+from hydra._internal.core_plugins.file_config_source import FileConfigSource
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.object_type import ObjectType
-from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
+from hydra.plugins.config_source import ConfigLoadError, ConfigResult
 from hydra.plugins.search_path_plugin import SearchPathPlugin
-from omegaconf import OmegaConf
 
 GROUP = "sweep"
 
 
-class SweepsConfigSource(ConfigSource):
+class SweepsConfigSource(FileConfigSource):
     """`sweep/<name>` -> `<sweeps dir>/<name>.yaml`; the root holds the one group and no configs."""
 
     @staticmethod
     def scheme() -> str:
         return "allconv-sweeps"
 
-    def _file(self, config_path: str) -> Optional[str]:
+    @staticmethod
+    def _name(config_path: str) -> Optional[str]:
         parts = config_path.strip("/").split("/")
-        if len(parts) != 2 or parts[0] != GROUP:
-            return None
-        return os.path.join(self.path, self._normalize_file_name(parts[1]))
+        return parts[1] if len(parts) == 2 and parts[0] == GROUP else None
 
     def load_config(self, config_path: str) -> ConfigResult:
-        path = self._file(config_path)
-        if path is None or not os.path.isfile(path):
+        if not self.is_config(config_path):
             raise ConfigLoadError(f"Config not found : {config_path} (in {self.path})")
-        with open(path, encoding="utf-8") as f:
-            header = ConfigSource._get_header_dict(f.read(512))
-            f.seek(0)
-            cfg = OmegaConf.load(f)
-        return ConfigResult(config=cfg, path=self.full_path(), provider=self.provider, header=header)
-
-    def available(self) -> bool:
-        return os.path.isdir(self.path)
+        return super().load_config(self._name(config_path))
 
     def is_group(self, config_path: str) -> bool:
-        return config_path.strip("/") in ("", GROUP) and self.available()
+        return config_path.strip("/") in ("", GROUP) and os.path.isdir(self.path)
 
     def is_config(self, config_path: str) -> bool:
-        path = self._file(config_path)
-        return path is not None and os.path.isfile(path)
+        name = self._name(config_path)
+        return name is not None and super().is_config(name)
 
     def list(self, config_path: str, results_filter: Optional[ObjectType]) -> List[str]:
         where = config_path.strip("/")

@@ -56,7 +56,7 @@ class PaperSweeper(BasicSweeper):
             _exit_user_error(err)
 
     def sweep(self, arguments: List[str]) -> Any:
-        from allconv_sweep.sweep import follow_up, variants
+        from allconv_sweep.sweep import follow_up
         from allconv_sweep.sweep import plan as plan_mod
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
@@ -75,18 +75,13 @@ class PaperSweeper(BasicSweeper):
                 parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
                 parsed = parser.parse_overrides(self._parse_config() + list(arguments))
                 swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
-                job_lists = variants.expand(cfg, self.split_arguments(parsed, None)[0])  # ablations, transfer
+                job_lists = follow_up.expand(cfg, self.split_arguments(parsed, None)[0])  # ablations, transfer
             jobs = plan_mod.plan(cfg, self.hydra_context.config_loader, job_lists, kind, swept)
-        except UserError as e:
-            _exit_user_error(e)
-        sweep_dir = Path(os.path.abspath(str(cfg.hydra.sweep.dir)))  # as plan() names it: sweep.from=../x too
-
-        if OmegaConf.select(cfg, "sweep.dry_run", default=False):
-            print(plan_mod.describe(name, sweep_dir, kind, jobs))
-            print("dry run: nothing launched, nothing written")
-            return []
-
-        try:
+            sweep_dir = Path(os.path.abspath(str(cfg.hydra.sweep.dir)))  # as plan() names it: sweep.from=../x too
+            if OmegaConf.select(cfg, "sweep.dry_run", default=False):
+                print(plan_mod.describe(name, sweep_dir, kind, jobs))
+                print("dry run: nothing launched, nothing written")
+                return []
             plan_mod.refuse_mismatches(jobs, sweep_dir)
             runs.ensure_writable(sweep_dir)
             folder_lock = runs.lock(sweep_dir, "sweep")  # released when the jobs are done (or the process dies)
@@ -95,7 +90,7 @@ class PaperSweeper(BasicSweeper):
         note_interrupt(None)  # a fresh sweep (tests run several in one process)
         OmegaConf.save(cfg, sweep_dir / ("multirun.yaml" if name == sweep_dir.name else f"multirun.{name}.yaml"))
         plan_mod.write_manifest(sweep_dir, name, jobs)
-        todo = [j for j in jobs if j.todo]
+        todo = [j for j in jobs if j.state.kind in ("new", "resume", "rerun")]
         log.info(f"sweep {name} in {sweep_dir}: {len(jobs)} jobs; {plan_mod.summary(jobs)}")
         _print_config_once(jobs)
         from allconv_sweep.console import SWEEP_JOBS, SWEEP_START
@@ -105,12 +100,19 @@ class PaperSweeper(BasicSweeper):
         try:
             with _signals_raise():
                 for start in range(0, len(todo), size):
-                    batch = [j.overrides for j in todo[start:start + size]]
+                    batch = todo[start:start + size]
                     # unlike BasicSweeper, a failed job (recorded, listed by the report) never stops the sweep
                     try:
-                        rets = self.launcher.launch(batch, initial_job_idx=start)
+                        rets = self.launcher.launch([j.overrides for j in batch], initial_job_idx=start)
                         returns.append(rets)
-                        _note_ended_without_result(todo[start:start + size], rets, sweep_dir, name, plan_mod)
+                        # a job the launcher saw end without a result (a SLURM job cancelled or killed) that left
+                        # no metrics.json: its reason goes into the sweep's manifest, where the report finds it
+                        ended = [(j, r) for j, r in zip(batch, rets or []) if getattr(r, "status", None) ==
+                                 JobStatus.FAILED and not (j.dir / runs.METRICS_FILE).exists()]
+                        for job, ret in ended:
+                            job.planned.reason = str(getattr(ret, "_return_value", "") or "ended without a result")
+                        if ended:
+                            plan_mod.write_manifest(sweep_dir, name, jobs)
                     except RunInterrupted as e:  # a signal: stop launching; the report says what is unfinished
                         log.error("sweep interrupted (%s): %s", e.signame, e)
                         note_interrupt(e)
@@ -121,18 +123,6 @@ class PaperSweeper(BasicSweeper):
         finally:
             folder_lock.release()
         return returns
-
-
-def _note_ended_without_result(jobs, rets, sweep_dir, name, plan_mod) -> None:
-    """A job the launcher saw end without a result (a SLURM job cancelled or killed) and that left no
-    metrics.json: its reason goes into the sweep's manifest, where the report finds it."""
-    noted = False
-    for job, ret in zip(jobs, rets or []):
-        if getattr(ret, "status", None) == JobStatus.FAILED and not (job.dir / runs.METRICS_FILE).exists():
-            job.planned.reason = str(getattr(ret, "_return_value", "") or "ended without a result")
-            noted = True
-    if noted:
-        plan_mod.write_manifest(sweep_dir, name, jobs)
 
 
 def _print_config_once(jobs) -> None:
