@@ -366,8 +366,10 @@ def test_compiled_training_step_matches_eager():
     eager = eager.to(memory_format=torch.channels_last)
     compiled_net = copy.deepcopy(eager)
     compiled = torch.compile(compiled_net)
-    # batch 16: at batch 8 a few channels' batch variance is near zero and batch norm's backward magnifies
-    # rounding (2.8e-3 relative, seed 0); a wrong compiled gradient would be off by order 1
+    # batch norm's backward magnifies rounding where a channel's batch variance is small, and how much depends on
+    # the summation order, hence on the thread count (seed 0, this test's net, AMD EPYC: batch 16 gives 2.2e-6
+    # relative at 2 threads but 4.5e-3 at 1 thread, batch 32 2.9e-3 at 2); a wrong compiled gradient is off by
+    # order 1, so 2e-2 still catches it on any machine and any number of pytest workers
     x = torch.randn(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.arange(16) % 10
     losses = []
@@ -377,7 +379,7 @@ def test_compiled_training_step_matches_eager():
         losses.append(loss.item())
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     g_eager, g_comp = eager.conv1.weight.grad, compiled_net.conv1.weight.grad
-    assert ((g_eager - g_comp).norm() / g_eager.norm()).item() < 1e-3
+    assert ((g_eager - g_comp).norm() / g_eager.norm()).item() < 2e-2
     bns = [[m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)] for net in (eager, compiled_net)]
     assert bns[0] and all(torch.allclose(a.running_var, b.running_var, rtol=1e-5) and int(b.num_batches_tracked) == 1
                           for a, b in zip(*bns))

@@ -91,8 +91,10 @@ def differences(old: Optional[Mapping[str, Any]], new: Mapping[str, Any], limit:
         return "same config, another key (written by another version of allconv_sweep)"
 
     def short(d: Mapping[str, Any], k: str) -> str:
+        if isinstance(d.get(k), str) and len(d[k]) > 70:
+            return f'"...{d[k][-60:]}"'  # a long path: its end, where two paths differ, still quoted
         s = json.dumps(d[k], default=str) if k in d else "<unset>"
-        return s if len(s) <= 72 else "..." + s[-69:]  # paths differ at their ends
+        return s if len(s) <= 72 else "..." + s[-69:]
 
     parts = [f"{k} {short(old, k)} -> {short(new, k)}" for k in keys[:limit]]
     return ", ".join(parts) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
