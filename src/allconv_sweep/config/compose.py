@@ -42,15 +42,20 @@ def register() -> None:
 
 
 def compose(overrides: list[str] | None = None, return_hydra_config: bool = False) -> DictConfig:
-    """The same config `python -m allconv_sweep <overrides>` would get (tests, notebooks, tools)."""
+    """The same config `python -m allconv_sweep <overrides>` would get (tests, notebooks, tools); Hydra's global
+    state is kept for a reader inside a running app (planner, evaluate)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     register()
+    saved = GlobalHydra.instance().hydra
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(files.config_dir()), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
+    try:
+        with initialize_config_dir(config_dir=str(files.config_dir()), version_base="1.3"):
+            return hydra_compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
+    finally:
+        GlobalHydra.instance().hydra = saved
 
 
 def user_error(e: BaseException) -> UserError:

@@ -41,7 +41,9 @@ def _roots() -> list[tuple[Path, str | None]]:
 
 
 def group_options(group: str) -> list[str] | None:
-    """Options of a config group (None if ``group`` is not a group)."""
+    """Options of a config group (None if ``group`` is not a plain group name: `../x` never looks outside conf/)."""
+    if not group or "/" in group or "\\" in group or group.startswith("."):
+        return None
     dirs = [root / group for root, _ in _roots()] + [root for root, name in _roots() if name == group]
     dirs = [d for d in dirs if d.is_dir()]
     if not dirs:

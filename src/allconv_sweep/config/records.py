@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from allconv_sweep.config import files
+from allconv_sweep.config.compose import compose
 from allconv_sweep.config.schema import is_seed
 from allconv_sweep.errors import UserError
 
@@ -46,26 +47,6 @@ def is_special(key: Any) -> bool:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def group_options(group: str) -> Optional[list[str]]:
-    """files.group_options; None for no plain group name (a record's `../x` never looks outside conf/)."""
-    if not group or "/" in group or "\\" in group or group.startswith("."):
-        return None
-    return files.group_options(group)
-
-
-def _compose(overrides: list[str]) -> DictConfig:
-    """config.compose(), Hydra's global state kept for a reader inside a running app (planner, evaluate)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    from allconv_sweep.config.compose import compose
-
-    saved = GlobalHydra.instance().hydra
-    try:
-        return compose(overrides)
-    finally:
-        GlobalHydra.instance().hydra = saved
 
 
 def _check_plain(value: Any, key: str, source: Any, override: str = "") -> None:
@@ -131,15 +112,15 @@ def run_config_from_record(stored: Any, source: Any) -> DictConfig:
         node = stored.get(group)
         if not isinstance(node, Mapping):
             raise _refuse(source, f"key {group} = {_short(node)} is not a {group} config")
-        name, options = node.get("name"), group_options(group) or []
+        name, options = node.get("name"), files.group_options(group) or []
         if not isinstance(name, str) or name not in options:
             if any(is_special(k) for k in node):  # name what it would build, beside our default's
-                _assign(_compose([])[group], node, group, source)
+                _assign(compose([])[group], node, group, source)
             raise _refuse(source, f"key {group}.name = {_short(name)} is not an option of the {group} group "
                                   f"(valid: {', '.join(options)})")
         choices.append(f"{group}={name}")
     try:
-        ours = _compose(choices)
+        ours = compose(choices)
     except Exception as e:  # noqa: BLE001 - an option that does not compose is not one we can rebuild
         raise _refuse(source, f"{' '.join(choices)} do not compose ({str(e).splitlines()[0]})") from None
     with open_dict(ours):
@@ -197,7 +178,7 @@ def overrides_from_record(overrides: Any, source: Any) -> list[str]:
             raise _refuse(source, f"{what} says where a job writes; a job built from a record writes into its "
                                   f"own folder of the sweep")
         value = o.value()
-        options = group_options(key)
+        options = files.group_options(key)
         if options is not None and not isinstance(value, dict):  # Hydra's group choice (a list: several)
             for v in value if isinstance(value, list) else [value]:
                 if not isinstance(v, str) or v not in options:
@@ -209,7 +190,7 @@ def overrides_from_record(overrides: Any, source: Any) -> list[str]:
             _check_plain(value, key, source, override=what)
         parsed.append(o)
     try:  # every recorded key exists in our composition and every value has the schema's type
-        _compose([o.input_line for o in parsed])
+        compose([o.input_line for o in parsed])
     except Exception as e:  # noqa: BLE001 - Hydra's and OmegaConf's multi-line errors: one line here
         message = " ".join(str(e).split())
         culprit = next((o.input_line for o in parsed if f"'{o.key_or_group}'" in message
