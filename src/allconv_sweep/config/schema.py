@@ -487,13 +487,3 @@ class PathsConf:
 def is_seed(value: Any) -> bool:
     """The top-level seed (conf/config.yaml; a record's): an integer in [0, 2^32)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
-
-
-def register() -> None:
-    """Put every schema in Hydra's ConfigStore as schema/<group>/<name> (idempotent)."""
-    from hydra.core.config_store import ConfigStore
-
-    cs = ConfigStore.instance()
-    for path, node in SCHEMAS.items():
-        group, name = path.split("/")
-        cs.store(group=f"schema/{group}", name=name, node=node, provider="allconv_sweep")
