@@ -104,7 +104,7 @@ def compose_checked(args: list[str]) -> tuple[DictConfig, list[Path], Path | Non
         if not o.is_sweep_override() and not o.is_delete():
             simple.append(text)
     try:
-        cfg = compose([s for s in simple if not s.startswith("~")])  # +sweep=... adds the sweep.* keys
+        cfg = compose(simple)  # +sweep=... adds the sweep.* keys
     except Exception as e:  # noqa: BLE001
         msg = str(e)
         if "not in struct" in msg or "Could not override" in msg or ("Key '" in msg and "not in '" in msg):
@@ -158,7 +158,8 @@ def shown_config(args: list[str]) -> Optional[str]:
     keys = [k for k in cfg if k != "hydra"] if parsed.cfg != "hydra" else []
     keys += ["hydra"] if parsed.cfg != "job" else []
     try:
-        cfg = OmegaConf.create({k: _resolved(cfg[k]) for k in keys})
+        cfg = OmegaConf.create({k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True)
+                                if OmegaConf.is_config(cfg[k]) else cfg[k] for k in keys})
     except Exception as e:  # noqa: BLE001 - an unset ${oc.env:...}, a loop: one line naming the key
         raise user_error(e) from None
     package = None if parsed.package in (None, "_global_") else parsed.package
@@ -168,10 +169,6 @@ def shown_config(args: list[str]) -> Optional[str]:
     if not OmegaConf.is_config(node):
         return str(node)
     return (f"# @package {package}\n" if package else "") + OmegaConf.to_yaml(node).rstrip("\n")
-
-
-def _resolved(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True, enum_to_str=True) if OmegaConf.is_config(value) else value
 
 
 def _parse_error(message: str) -> None:
