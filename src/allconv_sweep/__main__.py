@@ -42,8 +42,7 @@ def main(cfg: DictConfig) -> float | None:
 def cli() -> None:
     """Check the overrides first (one-line errors), then hand over to Hydra."""
     from allconv_sweep.cli import check_overrides
-    from allconv_sweep.config.files import exit_on_unreadable_path
-    from allconv_sweep.config.hydra_flags import offer_enum_choices, shown_config
+    from allconv_sweep.config.checks import exit_on_unreadable_path, offer_enum_choices, shown_config
 
     exit_on_unreadable_path(sys.argv[1:])
 

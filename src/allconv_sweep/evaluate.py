@@ -2,7 +2,7 @@
 
 import sys
 
-from allconv_sweep.config.files import exit_on_unreadable_path
+from allconv_sweep.config.checks import exit_on_unreadable_path
 from allconv_sweep.inspection.evaluate import main
 
 if __name__ == "__main__":

@@ -24,7 +24,11 @@ SCHEMA_NODES = ("model", "data", "preprocess", "augment", "optimizer", "schedule
 def register() -> None:
     """The schema in Hydra's ConfigStore and the ${allconv.*:} resolvers: idempotent, never an import's side
     effect (compose(), the entry point and the search-path plugin of every Hydra app here call it)."""
-    schema.register()
+    from hydra.core.config_store import ConfigStore
+
+    for path, node in schema.SCHEMAS.items():  # as schema/<group>/<option>
+        group, name = path.split("/")
+        ConfigStore.instance().store(group=f"schema/{group}", name=name, node=node, provider="allconv_sweep")
     resolvers = {
         # the override keys a sweep's folder names leave out: the keys that cannot change a result
         "allconv.dirname_excludes": lambda: list(files.dirname_exclude_keys()),
@@ -42,15 +46,20 @@ def register() -> None:
 
 
 def compose(overrides: list[str] | None = None, return_hydra_config: bool = False) -> DictConfig:
-    """The same config `python -m allconv_sweep <overrides>` would get (tests, notebooks, tools)."""
+    """The same config `python -m allconv_sweep <overrides>` would get (tests, notebooks, tools); Hydra's global
+    state is kept for a reader inside a running app (planner, evaluate)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     register()
+    saved = GlobalHydra.instance().hydra
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(files.config_dir()), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
+    try:
+        with initialize_config_dir(config_dir=str(files.config_dir()), version_base="1.3"):
+            return hydra_compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
+    finally:
+        GlobalHydra.instance().hydra = saved
 
 
 def user_error(e: BaseException) -> UserError:
@@ -87,23 +96,19 @@ def _interpolation_error(e: BaseException) -> UserError:
     return UserError(f"{getattr(e, 'full_key', None) or 'the config'}: cannot resolve its value ({first})")
 
 
-def _placeholders(node: DictConfig, prefix: str = "") -> DictConfig:
+def _placeholders(cfg: DictConfig) -> DictConfig:
     """A copy in which neutral values that exist only inside a Hydra run (${hydra:runtime.output_dir}) read
     "<set by Hydra>", so that the schemas of nodes that refer to them (a logger's save_dir) can be checked."""
-    node = node.copy() if not prefix else node
-    for k in list(node.keys()):
-        key = f"{prefix}.{k}" if prefix else str(k)
-        child = node._get_node(k)
-        if isinstance(child, DictConfig):
-            if not child._is_none() and not child._is_interpolation():
-                _placeholders(node[k], key)
-        elif identity_mod.is_neutral(key) and OmegaConf.is_interpolation(node, k):
+    cfg = cfg.copy()
+    for key, node, k in identity_mod.walk(cfg, lambda key: False):
+        if identity_mod.is_neutral(key) and OmegaConf.is_interpolation(node, k) \
+                and not isinstance(node._get_node(k), DictConfig):
             try:
                 node[k]
             except OmegaConfBaseException:
                 with open_dict(node):
                     node[k] = "<set by Hydra>"
-    return node
+    return cfg
 
 
 def validate(cfg: DictConfig) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import hashlib
 import string
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable
 
 from allconv_sweep.config.identity import NEUTRAL_KEYS, PATH_KEYS, _flatten_all, is_neutral
 
@@ -41,7 +41,9 @@ def _roots() -> list[tuple[Path, str | None]]:
 
 
 def group_options(group: str) -> list[str] | None:
-    """Options of a config group (None if ``group`` is not a group)."""
+    """Options of a config group (None if ``group`` is not a plain group name: `../x` never looks outside conf/)."""
+    if not group or "/" in group or "\\" in group or group.startswith("."):
+        return None
     dirs = [root / group for root, _ in _roots()] + [root for root, name in _roots() if name == group]
     dirs = [d for d in dirs if d.is_dir()]
     if not dirs:
@@ -92,8 +94,6 @@ def dirname_exclude_keys() -> tuple[str, ...]:
 KV_SEP, ITEM_SEP = ":", "+"
 _DIRNAME_KEEP = frozenset(string.ascii_letters + string.digits + "_-.@" + KV_SEP + ITEM_SEP)
 NAME_MAX = 255  # bytes in one folder name (Linux, macOS)
-# Values the command line names paths with: a comma in one makes a list of them
-PATH_ARGS = PATH_KEYS + ("ckpt", "sweep.from", "hydra.run.dir", "hydra.sweep.dir")
 
 
 def _encode(text: str, keep: frozenset) -> str:
@@ -122,39 +122,3 @@ def job_dirname(items: Iterable[tuple[str, str]]) -> str:
     inner = _DIRNAME_KEEP - {KV_SEP, ITEM_SEP}
     return _fit(ITEM_SEP.join(sorted(f"{_encode(k, inner)}{KV_SEP}{_encode(v, inner)}" for k, v in items))
                 or "defaults")
-
-
-def unreadable_path(args: Sequence[str]) -> Optional[str]:
-    """The one-line error for an argument whose path Hydra's override grammar cannot read unquoted (a folder
-    named with '=', '(' ..., or a ',' outside a multirun), with the quoting that reads it; else None."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    multirun = any(a in ("-m", "--multirun") for a in args)
-    for arg in (a for a in args if "=" in a and not a.startswith("-")):
-        key, value = arg.split("=", 1)
-        if key.lstrip("+~") not in PATH_ARGS and "/" not in value:
-            continue
-        try:
-            (override,) = parser.parse_overrides([arg])
-            if multirun or not override.is_sweep_override() or override.key_or_group not in PATH_ARGS:
-                continue
-        except Exception:  # noqa: BLE001 - Hydra's OverrideParseException
-            pass
-        if any(c in value for c in "'\"\\"):
-            continue
-        try:
-            parser.parse_overrides([f'{key}="{value}"'])
-        except Exception:  # noqa: BLE001 - not a quoting matter: Hydra's own message says more
-            continue
-        return (f"{arg}: Hydra's override grammar cannot read this path unquoted; quote it (double quotes for "
-                f"Hydra inside single quotes for the shell): '{key}=\"{value}\"'")
-    return None
-
-
-def exit_on_unreadable_path(args: Sequence[str]) -> None:
-    """A command's first check: exit 2 with unreadable_path's line, before Hydra's parse error."""
-    error = unreadable_path(args)
-    if error is not None:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)

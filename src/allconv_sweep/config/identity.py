@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 from enum import Enum
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 # THE keys that cannot change a result (each with everything under it); every other key is in the result key.
 # A sweep's folder names leave them out (config.files.dirname_exclude_keys).
@@ -49,31 +49,34 @@ def _flatten_all(value: Any, prefix: str, out: dict[str, Any]) -> None:
 def identity(cfg: Any) -> dict[str, Any]:
     """The resolved config minus the neutral keys, as {dotted key: value}. Neutral keys are skipped before
     anything under them is resolved: they may need Hydra's runtime."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
     out: dict[str, Any] = {}
-    _walk(cfg, "", out)
+    for key, node, k in walk(cfg, is_neutral):
+        value = node[k]
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+        out[key] = getattr(value, "value", value) if isinstance(value, Enum) else value
     for key in PATH_KEYS:
         if isinstance(out.get(key), str):
             out[key] = os.path.abspath(os.path.expanduser(out[key]))
     return out
 
 
-def _walk(node: Any, prefix: str, out: dict[str, Any]) -> None:
-    from omegaconf import DictConfig, ListConfig, OmegaConf
+def walk(node: Any, skip: Callable[[str], bool], prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted key, its node, its key there) of each leaf of a DictConfig (an empty, None or interpolated node is
+    one), none at or under a key skip(key) names (nothing there is resolved)."""
+    from omegaconf import DictConfig
 
     for k in node.keys():
         key = f"{prefix}.{k}" if prefix else str(k)
-        if is_neutral(key):
+        if skip(key):
             continue
         child = node._get_node(k)
-        if isinstance(child, DictConfig) and not child._is_none() and not child._is_interpolation():
-            if not len(child):
-                out[key] = {}
-            _walk(node[k], key, out)
+        if isinstance(child, DictConfig) and len(child) and not child._is_none() and not child._is_interpolation():
+            yield from walk(node[k], skip, key)
         else:
-            value = node[k]
-            if isinstance(value, (DictConfig, ListConfig)):
-                value = OmegaConf.to_container(value, resolve=True, enum_to_str=True)
-            out[key] = getattr(value, "value", value) if isinstance(value, Enum) else value
+            yield key, node, k
 
 
 def result_key(ident: Mapping[str, Any]) -> str:

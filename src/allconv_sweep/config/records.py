@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from allconv_sweep.config import files
+from allconv_sweep.config.compose import compose
 from allconv_sweep.config.schema import is_seed
 from allconv_sweep.errors import UserError
 
@@ -48,75 +49,45 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def group_options(group: str) -> Optional[list[str]]:
-    """files.group_options; None for no plain group name (a record's `../x` never looks outside conf/)."""
-    if not group or "/" in group or "\\" in group or group.startswith("."):
-        return None
-    return files.group_options(group)
-
-
-def _compose(overrides: list[str]) -> DictConfig:
-    """config.compose(), Hydra's global state kept for a reader inside a running app (planner, evaluate)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    from allconv_sweep.config.compose import compose
-
-    saved = GlobalHydra.instance().hydra
-    try:
-        return compose(overrides)
-    finally:
-        GlobalHydra.instance().hydra = saved
-
-
-def _check_plain(value: Any, key: str, source: Any, override: str = "") -> None:
-    """Plain data: scalars, lists and string-keyed mappings of them; no `_..._` key, no interpolation.
-    `override`: the recorded override whose value it is (a resolver in it would run when a job resolves it)."""
+def _take(value: Any, key: str, source: Any, ours: Optional[DictConfig] = None, override: str = "") -> None:
+    """A record's value at `key`, refused unless plain data: scalars, lists and string-keyed mappings of them; no
+    interpolation, no `_..._` key but one equal to ours. `ours`: our composed node the mapping's values go into
+    (keys it has, values its schema accepts). `override`: the recorded override whose value it is (a resolver
+    in it would run when a job resolves it)."""
+    if ours is not None and not isinstance(value, Mapping):
+        raise _refuse(source, f"key {key} = {_short(value)} is not a config node")
     if isinstance(value, str) and _INTERPOLATION in value:
         raise _refuse(source, f"{override}: its value holds an interpolation (a record holds plain values)" if override
                       else f"key {key} = {_short(value)} is an interpolation (a record holds resolved values)")
     if isinstance(value, (list, tuple, ListConfig)):
         for i, v in enumerate(value):
-            _check_plain(v, f"{key}[{i}]", source, override)
+            _take(v, f"{key}[{i}]", source, override=override)
     elif isinstance(value, (Mapping, DictConfig)):
-        for k, v in value.items():
+        # into ours, what to build first: the refusal names a foreign _target_ rather than the keys that come with it
+        for k, v in sorted(value.items(), key=lambda kv: ours is not None and not is_special(kv[0])):
             if not isinstance(k, str):
                 raise _refuse(source, f"key {key}.{k!r} is not a config key")
-            if is_special(k):
+            if is_special(k) and (ours is None or k not in ours or v != ours[k]):
+                builds = f"this tool builds {ours[k]}" if ours is not None and k in ours else "it builds nothing there"
                 raise _refuse(source, f"{override}: its value holds {k} (this tool builds nothing from a value)"
-                              if override else f"key {key}.{k} = {_short(v)} is not what this tool builds (it builds "
-                                               f"nothing there)")
-            _check_plain(v, f"{key}.{k}", source, override)
+                              if override else f"key {key}.{k} = {_short(v)} is not what this tool builds ({builds})")
+            if ours is None:
+                _take(v, f"{key}.{k}", source, override=override)
+            elif not is_special(k):
+                if k not in ours:
+                    raise _refuse(source, f"key {key}.{k} is not a key of this tool's {key} config "
+                                          f"(valid: {', '.join(str(x) for x in ours.keys() if not is_special(x))})")
+                child = ours._get_node(k)
+                into = isinstance(v, Mapping) and isinstance(child, DictConfig) and not child._is_none() \
+                    and not child._is_interpolation()
+                _take(v, f"{key}.{k}", source, ours[k] if into else None)
+                if not into:
+                    try:
+                        ours[k] = v
+                    except (OmegaConfBaseException, ValueError) as e:  # the schema's type or choice check
+                        raise _refuse(source, f"key {key}.{k} = {_short(v)}: {str(e).splitlines()[0]}") from None
     elif value is not None and not isinstance(value, (bool, int, float, str)):
         raise _refuse(source, f"key {key} holds a {type(value).__name__}, not a config value")
-
-
-def _assign(ours: DictConfig, stored: Mapping, path: str, source: Any) -> None:
-    """Stored values into our composed node: keys it has, values its schema accepts, `_..._` keys if ours."""
-    if not isinstance(stored, Mapping):
-        raise _refuse(source, f"key {path} = {_short(stored)} is not a config node")
-    # what to build first: the refusal names a foreign _target_ rather than the keys that come with it
-    for k, v in sorted(stored.items(), key=lambda kv: not is_special(kv[0])):
-        key = f"{path}.{k}"
-        if not isinstance(k, str):
-            raise _refuse(source, f"key {path}.{k!r} is not a config key")
-        if is_special(k):
-            if k not in ours or v != ours[k]:
-                builds = f"this tool builds {ours[k]}" if k in ours else "it builds nothing there"
-                raise _refuse(source, f"key {key} = {_short(v)} is not what this tool builds ({builds})")
-            continue
-        if k not in ours:
-            raise _refuse(source, f"key {key} is not a key of this tool's {path} config "
-                                  f"(valid: {', '.join(str(x) for x in ours.keys() if not is_special(x))})")
-        child = ours._get_node(k)
-        if isinstance(v, Mapping) and isinstance(child, DictConfig) and not child._is_none() \
-                and not child._is_interpolation():
-            _assign(ours[k], v, key, source)
-            continue
-        _check_plain(v, key, source)
-        try:
-            ours[k] = v
-        except (OmegaConfBaseException, ValueError) as e:  # the schema's type or choice check
-            raise _refuse(source, f"key {key} = {_short(v)}: {str(e).splitlines()[0]}") from None
 
 
 def run_config_from_record(stored: Any, source: Any) -> DictConfig:
@@ -131,15 +102,15 @@ def run_config_from_record(stored: Any, source: Any) -> DictConfig:
         node = stored.get(group)
         if not isinstance(node, Mapping):
             raise _refuse(source, f"key {group} = {_short(node)} is not a {group} config")
-        name, options = node.get("name"), group_options(group) or []
+        name, options = node.get("name"), files.group_options(group) or []
         if not isinstance(name, str) or name not in options:
             if any(is_special(k) for k in node):  # name what it would build, beside our default's
-                _assign(_compose([])[group], node, group, source)
+                _take(node, group, source, compose([])[group])
             raise _refuse(source, f"key {group}.name = {_short(name)} is not an option of the {group} group "
                                   f"(valid: {', '.join(options)})")
         choices.append(f"{group}={name}")
     try:
-        ours = _compose(choices)
+        ours = compose(choices)
     except Exception as e:  # noqa: BLE001 - an option that does not compose is not one we can rebuild
         raise _refuse(source, f"{' '.join(choices)} do not compose ({str(e).splitlines()[0]})") from None
     with open_dict(ours):
@@ -148,10 +119,10 @@ def run_config_from_record(stored: Any, source: Any) -> DictConfig:
         del ours.paths.output_dir  # Hydra's runtime folder: not a record's, and unresolvable here
     for node in NAMED_GROUPS + VALUE_NODES:
         if node in stored:
-            _assign(ours[node], stored[node], node, source)
+            _take(stored[node], node, source, ours[node])
     paths = stored.get("paths", {})
     if isinstance(paths, Mapping) and "cache_dir" in paths:
-        _assign(ours.paths, {"cache_dir": paths["cache_dir"]}, "paths", source)
+        _take({"cache_dir": paths["cache_dir"]}, "paths", source, ours.paths)
     if "seed" in stored:
         if not is_seed(stored["seed"]):
             raise _refuse(source, f"key seed = {_short(stored['seed'])} is not an integer in [0, 2^32)")
@@ -197,7 +168,7 @@ def overrides_from_record(overrides: Any, source: Any) -> list[str]:
             raise _refuse(source, f"{what} says where a job writes; a job built from a record writes into its "
                                   f"own folder of the sweep")
         value = o.value()
-        options = group_options(key)
+        options = files.group_options(key)
         if options is not None and not isinstance(value, dict):  # Hydra's group choice (a list: several)
             for v in value if isinstance(value, list) else [value]:
                 if not isinstance(v, str) or v not in options:
@@ -206,10 +177,10 @@ def overrides_from_record(overrides: Any, source: Any) -> list[str]:
         elif key == "sweep" or o.is_add():
             raise _refuse(source, f"{what} adds an entry of the config")
         else:
-            _check_plain(value, key, source, override=what)
+            _take(value, key, source, override=what)
         parsed.append(o)
     try:  # every recorded key exists in our composition and every value has the schema's type
-        _compose([o.input_line for o in parsed])
+        compose([o.input_line for o in parsed])
     except Exception as e:  # noqa: BLE001 - Hydra's and OmegaConf's multi-line errors: one line here
         message = " ".join(str(e).split())
         culprit = next((o.input_line for o in parsed if f"'{o.key_or_group}'" in message

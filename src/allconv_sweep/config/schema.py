@@ -9,7 +9,6 @@ import collections.abc
 import contextlib
 import dataclasses
 import difflib
-import functools
 import inspect
 import math
 import typing
@@ -37,30 +36,25 @@ def did_you_mean(word: Any, options: typing.Iterable[str]) -> str:
     return f"did you mean {close[0]}? " if close else ""
 
 
-def _positive(value: Any, key: str, integer: bool = False, zero: bool = False) -> None:
-    if value is None:  # an Optional field left unset (OmegaConf refuses None for the others)
-        return
-    what = ("an integer" if integer else "a finite number") + (" >= 0" if zero else " > 0")
-    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int))
-    if bad or not math.isfinite(value) or value < 0 or (value == 0 and not zero) or (integer and value > MAX_INT):
-        raise ValueError(f"{key}={value!r}: must be {what}" + (f" up to {MAX_INT}" if integer else ""))
+def _number(ok: Callable[[Any], bool], what: str, integer: bool = False) -> Callable[[Any, str], None]:
+    """A check that a value is a finite number (an integer) for which ok(value) holds, or None (an Optional
+    field left unset: OmegaConf refuses None for the others)."""
+    def check(value: Any, key: str) -> None:
+        number = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+        if value is not None and not (number and math.isfinite(value) and ok(value)):
+            raise ValueError(f"{key}={value!r}: must be {what}")
+    return check
 
 
-INT = functools.partial(_positive, integer=True)
-COUNT = functools.partial(_positive, integer=True, zero=True)
-NONNEGATIVE = functools.partial(_positive, zero=True)
+POSITIVE = _number(lambda v: v > 0, "a finite number > 0")
+NONNEGATIVE = _number(lambda v: v >= 0, "a finite number >= 0")
+INT = _number(lambda v: 0 < v <= MAX_INT, f"an integer > 0 up to {MAX_INT}", integer=True)
+COUNT = _number(lambda v: 0 <= v <= MAX_INT, f"an integer >= 0 up to {MAX_INT}", integer=True)
 
 
 def _within(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Callable[[Any, str], None]:
-    def check(value: Any, key: str) -> None:
-        if value is None:  # an Optional field left unset
-            return
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-        if not ok:
-            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-            raise ValueError(f"{key}={value!r}: must be in {interval}")
-    return check
+    return _number(lambda v: (v > low if low_open else v >= low) and (v < high if high_open else v <= high),
+                   f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
 
 
 def _one_of(*options: Any, shown: str = "", what: str = "") -> Callable[[Any, str], None]:
@@ -87,9 +81,20 @@ SCHEMAS: dict[str, Any] = {}  # group/option: its dataclass (stored as schema/<g
 
 
 @typing.dataclass_transform()
-def _schema(*paths: str) -> Callable[[type], type]:
-    """A dataclass, and the schema of the config options at `paths` (group/option)."""
+def _schema(*paths: str, node: str = "", **checks: Callable[[Any, str], None]) -> Callable[[type], type]:
+    """A dataclass, the schema of the config options at `paths` (group/option). Its __post_init__ runs its
+    parent's, then each field's check(value, "<node>.<field>") (node: the options' group), then its own."""
     def store(cls: type) -> type:
+        parent, own = getattr(super(cls, cls), "__post_init__", None), cls.__dict__.get("__post_init__")
+
+        def post_init(self: Any) -> None:
+            if parent is not None:
+                parent(self)
+            _check(self, node or paths[0].split("/")[0], **checks)
+            if own is not None:
+                own(self)
+
+        cls.__post_init__ = post_init  # type: ignore[attr-defined]
         SCHEMAS.update(dict.fromkeys(paths, dataclass(cls)))
         return cls
     return store
@@ -117,7 +122,8 @@ class ModelConf:
     compile: bool = MISSING
 
 
-@dataclass
+@_schema(node="data", num_classes=INT, batch_size=INT, eval_batch_size=INT, val_size=COUNT, num_workers=COUNT,
+         split_seed=COUNT, on_device=AUTO_OR_BOOL)
 class _InMemoryData(NamedConf):
     num_classes: int = MISSING
     image_size: int = MISSING
@@ -130,8 +136,6 @@ class _InMemoryData(NamedConf):
     num_workers: int = MISSING
 
     def __post_init__(self) -> None:
-        _check(self, "data", num_classes=INT, batch_size=INT, eval_batch_size=INT, val_size=COUNT, num_workers=COUNT,
-               split_seed=COUNT, on_device=AUTO_OR_BOOL)
         if self.classes is not None and len(self.classes) != self.num_classes:
             raise ValueError(f"data.classes has {len(self.classes)} classes but data.num_classes={self.num_classes}: "
                              f"set data.num_classes={len(self.classes)}")
@@ -145,7 +149,7 @@ class CifarDataConf(_InMemoryData):
     verify: bool = MISSING
 
 
-@_schema("data/fake")
+@_schema("data/fake", total_classes=INT, train_size=INT, test_size=INT, noise=NONNEGATIVE)
 class FakeDataConf(_InMemoryData):
     _target_: str = MISSING
     total_classes: int = MISSING
@@ -153,12 +157,9 @@ class FakeDataConf(_InMemoryData):
     test_size: int = MISSING
     noise: float = MISSING
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(self, "data", total_classes=INT, train_size=INT, test_size=INT, noise=NONNEGATIVE)
 
-
-@_schema("data/imagenet")
+@_schema("data/imagenet", num_classes=INT, batch_size=INT, eval_batch_size=INT, image_size=INT, resize=INT,
+         prefetch_factor=INT, num_workers=COUNT, max_per_class=INT)
 class ImageNetDataConf:
     _target_: str = MISSING
     name: str = MISSING
@@ -180,8 +181,6 @@ class ImageNetDataConf:
     prefetch_factor: int = MISSING
 
     def __post_init__(self) -> None:
-        _check(self, "data", num_classes=INT, batch_size=INT, eval_batch_size=INT, image_size=INT, resize=INT,
-               prefetch_factor=INT, num_workers=COUNT, max_per_class=INT)
         if self.image_size < MIN_IMAGE_SIZE:
             raise ValueError(f"data.image_size={self.image_size}: the ImageNet network needs at least {MIN_IMAGE_SIZE}")
         if self.resize < self.image_size:
@@ -192,22 +191,16 @@ class ImageNetDataConf:
             raise ValueError(f"data.mean={list(self.mean)} / data.std={list(self.std)}: need 3 values each (RGB), std > 0")
 
 
-@_schema("preprocess/gcn_zca")
+@_schema("preprocess/gcn_zca", gcn_scale=POSITIVE, zca_filter_bias=NONNEGATIVE)
 class GcnZcaConf(NamedConf):
     gcn_scale: float = MISSING
     zca_filter_bias: float = MISSING
 
-    def __post_init__(self) -> None:
-        _check(self, "preprocess", gcn_scale=_positive, zca_filter_bias=NONNEGATIVE)
 
-
-@_schema("augment/flip_translate")
+@_schema("augment/flip_translate", max_shift=COUNT)
 class FlipTranslateConf(NamedConf):
     flip: bool = MISSING
     max_shift: int = MISSING
-
-    def __post_init__(self) -> None:
-        _check(self, "augment", max_shift=COUNT)
 
 
 @_schema("augment/random_resized_crop")
@@ -223,7 +216,7 @@ class RandomResizedCropConf(NamedConf):
                 raise ValueError(f"augment.{key}={lo_hi}: must be [low, high] with 0 < low <= high")
 
 
-@_schema("optimizer/sgd")
+@_schema("optimizer/sgd", lr=POSITIVE, momentum=_within(0, 1, high_open=True), weight_decay=NONNEGATIVE)
 class SGDConf:
     _target_: str = MISSING
     _partial_: bool = MISSING
@@ -233,12 +226,11 @@ class SGDConf:
     nesterov: bool = MISSING
 
     def __post_init__(self) -> None:
-        _check(self, "optimizer", lr=_positive, momentum=_within(0, 1, high_open=True), weight_decay=NONNEGATIVE)
         if self.nesterov and self.momentum == 0:
             raise ValueError("optimizer.nesterov=true needs optimizer.momentum > 0")
 
 
-@_schema("optimizer/adam")
+@_schema("optimizer/adam", lr=POSITIVE)
 class AdamConf:
     _target_: str = MISSING
     _partial_: bool = MISSING
@@ -248,15 +240,14 @@ class AdamConf:
     weight_decay: float = MISSING
 
     def __post_init__(self) -> None:
-        _check(self, "optimizer", lr=_positive)
         if len(self.betas) != 2:
             raise ValueError(f"optimizer.betas={list(self.betas)}: must be two numbers in [0, 1)")
         for b in self.betas:
             _within(0, 1, high_open=True)(b, "optimizer.betas")
-        _check(self, "optimizer", eps=_positive, weight_decay=NONNEGATIVE)
+        _check(self, "optimizer", eps=POSITIVE, weight_decay=NONNEGATIVE)
 
 
-@_schema("scheduler/multistep")
+@_schema("scheduler/multistep", of_epochs=INT, gamma=_within(0, 1, low_open=True), warmup_epochs=NONNEGATIVE)
 class MultiStepScheduleConf:
     """scheduler=multistep: allconv_sweep.model.schedule.paper_schedule (that name is in every run's recorded
     _target_, hence in its result key: renaming it would orphan every finished run)."""
@@ -268,7 +259,6 @@ class MultiStepScheduleConf:
     warmup_epochs: float = MISSING
 
     def __post_init__(self) -> None:
-        _check(self, "scheduler", of_epochs=INT, gamma=_within(0, 1, low_open=True), warmup_epochs=NONNEGATIVE)
         for m in self.milestones:
             NONNEGATIVE(m, "scheduler.milestones")
 
@@ -309,7 +299,7 @@ class TrainerConf:
 
         accelerators = ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))
         _check(self, "trainer", max_epochs=INT, precision=_one_of(*PRECISIONS), num_nodes=INT, log_every_n_steps=INT,
-               check_val_every_n_epoch=INT, accumulate_grad_batches=INT, gradient_clip_val=_positive,
+               check_val_every_n_epoch=INT, accumulate_grad_batches=INT, gradient_clip_val=POSITIVE,
                limit_train_batches=_batch_limit, limit_val_batches=_batch_limit, limit_test_batches=_batch_limit,
                accelerator=_one_of(*accelerators, what="accelerator"),
                strategy=_one_of("auto", *StrategyRegistry.available_strategies(), what="strategy"), devices=_devices)
@@ -421,7 +411,8 @@ def _fits(value: Any, annotation: Any) -> tuple[bool, str]:
     return isinstance(value, types) and (annotation is bool or not isinstance(value, bool)), words
 
 
-@_schema("callbacks/divergence")
+@_schema("callbacks/divergence", node="callbacks.divergence", dead_output_fraction=_within(0, 1),
+         dead_output_images=INT, chance_images=INT, chance_margin=_within(-1, 1))
 class DivergenceConf:
     """callbacks.divergence: allconv_sweep.training.callbacks.DivergenceMonitor."""
     _target_: str = MISSING
@@ -430,10 +421,6 @@ class DivergenceConf:
     dead_output_images: Optional[int] = MISSING
     chance_images: Optional[int] = MISSING
     chance_margin: float = MISSING
-
-    def __post_init__(self) -> None:
-        _check(self, "callbacks.divergence", dead_output_fraction=_within(0, 1), dead_output_images=INT,
-               chance_images=INT, chance_margin=_within(-1, 1))
 
 
 @_schema("callbacks/nonfinite")
@@ -448,7 +435,8 @@ class NonFiniteStopConf:
     verbose: bool = MISSING
 
 
-@_schema("logger/wandb")
+@_schema("logger/wandb", node="logger.wandb", mode=_one_of(
+    None, "online", "offline", "disabled", shown="null (online with credentials), online, offline, disabled"))
 class WandbConf:
     _target_: str = MISSING
     save_dir: str = MISSING
@@ -459,10 +447,6 @@ class WandbConf:
     tags: List[str] = MISSING
     mode: Optional[str] = MISSING
 
-    def __post_init__(self) -> None:
-        _check(self, "logger.wandb", mode=_one_of(None, "online", "offline", "disabled",
-                                                  shown="null (online with credentials), online, offline, disabled"))
-
 
 @_schema("tracking/default")
 class TrackingConf:
@@ -472,17 +456,15 @@ class TrackingConf:
     tags: List[str] = MISSING
 
 
-@_schema("launcher/gpus")
+@_schema("launcher/gpus", n_jobs=INT, jobs_per_gpu=INT)
 class GpusLauncherConf(NamedConf):
     n_jobs: Optional[int] = MISSING
     jobs_per_gpu: int = MISSING
     lease_dir: str = MISSING
 
-    def __post_init__(self) -> None:
-        _check(self, "launcher", n_jobs=INT, jobs_per_gpu=INT)
 
-
-@_schema("launcher/slurm")
+@_schema("launcher/slurm", gpus_per_job=COUNT, cpus_per_task=INT, mem_gb=INT, timeout_min=INT, array_parallelism=INT,
+         max_requeues=COUNT)
 class SlurmLauncherConf(NamedConf):
     partition: Optional[str] = MISSING
     gpus_per_job: int = MISSING
@@ -495,10 +477,6 @@ class SlurmLauncherConf(NamedConf):
     qos: Optional[str] = MISSING
     constraint: Optional[str] = MISSING
 
-    def __post_init__(self) -> None:
-        _check(self, "launcher", gpus_per_job=COUNT, cpus_per_task=INT, mem_gb=INT, timeout_min=INT,
-               array_parallelism=INT, max_requeues=COUNT)
-
 
 @_schema("paths/default")
 class PathsConf:
@@ -509,13 +487,3 @@ class PathsConf:
 def is_seed(value: Any) -> bool:
     """The top-level seed (conf/config.yaml; a record's): an integer in [0, 2^32)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
-
-
-def register() -> None:
-    """Put every schema in Hydra's ConfigStore as schema/<group>/<name> (idempotent)."""
-    from hydra.core.config_store import ConfigStore
-
-    cs = ConfigStore.instance()
-    for path, node in SCHEMAS.items():
-        group, name = path.split("/")
-        cs.store(group=f"schema/{group}", name=name, node=node, provider="allconv_sweep")
