@@ -65,7 +65,7 @@ def _text(value: Any) -> str:
 
 
 def _compose(overrides: list[str]) -> DictConfig:
-    """Inside a running Hydra app with the app's own loader: config.compose() would reset its global state."""
+    """Inside a running Hydra app with the app's own loader (its search path: the sweeps, a user's --config-dir)."""
     from hydra import compose as hydra_compose
     from hydra.core.global_hydra import GlobalHydra
 
