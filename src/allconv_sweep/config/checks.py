@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from allconv_sweep.config.compose import compose, user_error, validate
 from allconv_sweep.config.files import group_options
 from allconv_sweep.config.identity import PATH_KEYS
-from allconv_sweep.config.schema import did_you_mean
+from allconv_sweep.config.values import did_you_mean
 from allconv_sweep.errors import UserError
 
 RUN_TIME = "<set at run time: hydra.runtime.output_dir>"

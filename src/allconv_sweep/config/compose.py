@@ -13,7 +13,8 @@ from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from allconv_sweep.config import files, schema
 from allconv_sweep.config import identity as identity_mod
-from allconv_sweep.config.schema import TrainerConf, did_you_mean, is_seed
+from allconv_sweep.config.schema import TrainerConf, is_seed
+from allconv_sweep.config.values import did_you_mean, trainer_added, trainer_on_this_machine
 from allconv_sweep.errors import UserError
 
 # The nodes whose options carry a schema with range checks (paths and tracking have none)
@@ -125,10 +126,10 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
             if isinstance(node, DictConfig) and OmegaConf.get_type(node) not in (dict, None):
                 built = OmegaConf.to_object(node)  # builds the dataclasses: their __post_init__ checks run
                 if isinstance(built, TrainerConf):
-                    built.check_added()
+                    trainer_added(built)
                     # launcher=slurm's jobs run on the cluster's nodes: a login node without GPUs plans them
                     if OmegaConf.select(cfg, "launcher.name", default=None) != "slurm" or "SLURM_JOB_ID" in os.environ:
-                        built.check_machine()
+                        trainer_on_this_machine(built)
         if not is_seed(cfg.seed):
             raise UserError(f"seed={cfg.seed!r}: must be an integer in [0, 2^32)")
         if not isinstance(cfg.print_config, bool) and cfg.print_config != "full":

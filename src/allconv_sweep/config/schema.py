@@ -1,16 +1,10 @@
 """The one schema: a dataclass per config-group option, stored in Hydra's ConfigStore as schema/<group>/<option>
 and named by each YAML file's defaults list (`- /schema/optimizer/sgd@_here_`). OmegaConf checks the types and
-Enum choices at every merge; the range checks (__post_init__) run in validate(). conf/ keeps the values and
-why; this file the types and limits, and no values (every field is MISSING)."""
+Enum choices at every merge; the range checks (__post_init__, made of values.py's checks) run in validate().
+conf/ keeps the values and why; this file the types and limits, and no values (every field is MISSING)."""
 
 from __future__ import annotations
 
-import collections.abc
-import contextlib
-import dataclasses
-import difflib
-import inspect
-import math
 import typing
 from dataclasses import dataclass
 from enum import Enum
@@ -18,8 +12,20 @@ from typing import Any, Callable, List, Optional
 
 from omegaconf import MISSING
 
+from allconv_sweep.config.values import (
+    AUTO_OR_BOOL,
+    COUNT,
+    INT,
+    NONNEGATIVE,
+    POSITIVE,
+    batch_limit,
+    check_fields,
+    one_of,
+    trainer_devices,
+    within,
+)
+
 MIN_IMAGE_SIZE = 59  # all_cnn_imagenet: conv9 (3x3, stride 2, unpadded) needs a 3x3 map
-MAX_INT = 2**31 - 1  # sizes and counts beyond this are typos (and overflow torch's int32 indexing)
 
 # model.init (allconv_sweep.model.nets.init_weights says each law). The functional form: a name may hold a dot.
 INITS = ("caffe_xavier", "caffe_msra", "xavier_uniform", "normal_0.05")
@@ -29,52 +35,6 @@ Head = Enum("Head", {name: name for name in ("conv", "fc")}, type=str)
 
 # trainer.precision: Lightning's names (and its integer aliases 32, 16), plus auto (allconv_sweep.training.precision)
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "auto")
-
-
-def did_you_mean(word: Any, options: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(options), n=1)
-    return f"did you mean {close[0]}? " if close else ""
-
-
-def _number(ok: Callable[[Any], bool], what: str, integer: bool = False) -> Callable[[Any, str], None]:
-    """A check that a value is a finite number (an integer) for which ok(value) holds, or None (an Optional
-    field left unset: OmegaConf refuses None for the others)."""
-    def check(value: Any, key: str) -> None:
-        number = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
-        if value is not None and not (number and math.isfinite(value) and ok(value)):
-            raise ValueError(f"{key}={value!r}: must be {what}")
-    return check
-
-
-POSITIVE = _number(lambda v: v > 0, "a finite number > 0")
-NONNEGATIVE = _number(lambda v: v >= 0, "a finite number >= 0")
-INT = _number(lambda v: 0 < v <= MAX_INT, f"an integer > 0 up to {MAX_INT}", integer=True)
-COUNT = _number(lambda v: 0 <= v <= MAX_INT, f"an integer >= 0 up to {MAX_INT}", integer=True)
-
-
-def _within(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Callable[[Any, str], None]:
-    return _number(lambda v: (v > low if low_open else v >= low) and (v < high if high_open else v <= high),
-                   f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
-
-
-def _one_of(*options: Any, shown: str = "", what: str = "") -> Callable[[Any, str], None]:
-    """A check that a value is one of the options (`what`: a name such as strategy; say the closest option)."""
-    def check(value: Any, key: str) -> None:
-        if value in options:
-            return
-        if what:
-            raise ValueError(f"{key}={value}: no such {what}; {did_you_mean(value, options)}valid: {', '.join(options)}")
-        raise ValueError(f"{key}={value!r}; valid: {shown or ', '.join(options)}")
-    return check
-
-
-AUTO_OR_BOOL = _one_of("auto", True, False, shown="auto, true, false")
-
-
-def _check(conf: Any, prefix: str, **checks: Callable[[Any, str], None]) -> None:
-    """Each field's check(value, key), in order."""
-    for field, check in checks.items():
-        check(getattr(conf, field), f"{prefix}.{field}")
 
 
 SCHEMAS: dict[str, Any] = {}  # group/option: its dataclass (stored as schema/<group>/<option>)
@@ -90,7 +50,7 @@ def _schema(*paths: str, node: str = "", **checks: Callable[[Any, str], None]) -
         def post_init(self: Any) -> None:
             if parent is not None:
                 parent(self)
-            _check(self, node or paths[0].split("/")[0], **checks)
+            check_fields(self, node or paths[0].split("/")[0], **checks)
             if own is not None:
                 own(self)
 
@@ -186,7 +146,7 @@ class ImageNetDataConf:
         if self.resize < self.image_size:
             raise ValueError(f"data.resize={self.resize} < data.image_size={self.image_size}: the centre crop "
                              f"must fit (ImageNet's usual pair is 256 / 224)")
-        _check(self, "data", pin_memory=AUTO_OR_BOOL)
+        check_fields(self, "data", pin_memory=AUTO_OR_BOOL)
         if not (len(self.mean) == len(self.std) == 3 and min(self.std) > 0):
             raise ValueError(f"data.mean={list(self.mean)} / data.std={list(self.std)}: need 3 values each (RGB), std > 0")
 
@@ -216,7 +176,7 @@ class RandomResizedCropConf(NamedConf):
                 raise ValueError(f"augment.{key}={lo_hi}: must be [low, high] with 0 < low <= high")
 
 
-@_schema("optimizer/sgd", lr=POSITIVE, momentum=_within(0, 1, high_open=True), weight_decay=NONNEGATIVE)
+@_schema("optimizer/sgd", lr=POSITIVE, momentum=within(0, 1, high_open=True), weight_decay=NONNEGATIVE)
 class SGDConf:
     _target_: str = MISSING
     _partial_: bool = MISSING
@@ -243,11 +203,11 @@ class AdamConf:
         if len(self.betas) != 2:
             raise ValueError(f"optimizer.betas={list(self.betas)}: must be two numbers in [0, 1)")
         for b in self.betas:
-            _within(0, 1, high_open=True)(b, "optimizer.betas")
-        _check(self, "optimizer", eps=POSITIVE, weight_decay=NONNEGATIVE)
+            within(0, 1, high_open=True)(b, "optimizer.betas")
+        check_fields(self, "optimizer", eps=POSITIVE, weight_decay=NONNEGATIVE)
 
 
-@_schema("scheduler/multistep", of_epochs=INT, gamma=_within(0, 1, low_open=True), warmup_epochs=NONNEGATIVE)
+@_schema("scheduler/multistep", of_epochs=INT, gamma=within(0, 1, low_open=True), warmup_epochs=NONNEGATIVE)
 class MultiStepScheduleConf:
     """scheduler=multistep: allconv_sweep.model.schedule.paper_schedule (that name is in every run's recorded
     _target_, hence in its result key: renaming it would orphan every finished run)."""
@@ -261,14 +221,6 @@ class MultiStepScheduleConf:
     def __post_init__(self) -> None:
         for m in self.milestones:
             NONNEGATIVE(m, "scheduler.milestones")
-
-
-# Trainer arguments train() passes itself (train.py): a value given for one would be silently replaced
-TRAINER_SET_BY_TOOL = ("callbacks", "logger", "default_root_dir", "enable_model_summary", "num_sanity_val_steps",
-                       "plugins")
-# added Trainer arguments with a lower bound Lightning checks only when it is built
-TRAINER_ADDED_MINIMUM = {"fast_dev_run": 0, "min_epochs": 0, "min_steps": 0, "max_steps": -1,
-                         "reload_dataloaders_every_n_epochs": 0}
 
 
 @_schema("trainer/lightning")
@@ -298,121 +250,16 @@ class TrainerConf:
         from lightning.pytorch.strategies import StrategyRegistry
 
         accelerators = ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))
-        _check(self, "trainer", max_epochs=INT, precision=_one_of(*PRECISIONS), num_nodes=INT, log_every_n_steps=INT,
-               check_val_every_n_epoch=INT, accumulate_grad_batches=INT, gradient_clip_val=POSITIVE,
-               limit_train_batches=_batch_limit, limit_val_batches=_batch_limit, limit_test_batches=_batch_limit,
-               accelerator=_one_of(*accelerators, what="accelerator"),
-               strategy=_one_of("auto", *StrategyRegistry.available_strategies(), what="strategy"), devices=_devices)
-
-    def check_added(self) -> None:
-        """Keys added by +trainer.<key>=... (set after __post_init__): Trainer arguments that train() does not set."""
-        from lightning.pytorch import Trainer
-
-        fields = {f.name for f in dataclasses.fields(self)}
-        params = inspect.signature(Trainer.__init__).parameters
-        valid = sorted(p for p in params if p != "self" and p not in TRAINER_SET_BY_TOOL)
-        for key, value in vars(self).items():
-            if key in fields:
-                continue
-            if key in TRAINER_SET_BY_TOOL:
-                raise ValueError(f"trainer.{key}: set by allconv_sweep itself (train.py); "
-                                 f"it cannot be given: drop +trainer.{key}")
-            if key not in params or key == "self":
-                raise ValueError(f"trainer.{key}: no such key; {did_you_mean(key, valid)}valid keys in trainer "
-                                 f"(lightning.pytorch.Trainer's arguments): {', '.join(valid)}")
-            ok, expected = _fits(value, params[key].annotation)
-            if not ok:
-                raise ValueError(f"trainer.{key}={value!r}: must be {expected} (lightning.pytorch.Trainer's {key})")
-            low = TRAINER_ADDED_MINIMUM.get(key)
-            if low is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value < low:
-                raise ValueError(f"trainer.{key}={value!r}: must be >= {low}")
-            if key in ("limit_predict_batches", "overfit_batches"):
-                _batch_limit(value, f"trainer.{key}")
-
-    def check_machine(self) -> None:
-        """The accelerator and devices exist on this machine (call only where the run will run)."""
-        from lightning.pytorch.accelerators import AcceleratorRegistry
-
-        here = {"cpu"}
-        for name, entry in AcceleratorRegistry.items():
-            with contextlib.suppress(Exception):  # a probe that fails means "not here"
-                if entry["accelerator"].is_available():
-                    here.add(name)
-        valid = ["auto", "cpu"] + (["gpu", "cuda"] if "cuda" in here else ["gpu", "mps"] if "mps" in here else [])
-        valid += ["tpu"] if "tpu" in here else []
-        wanted = str(self.accelerator)
-        kind = {"gpu": "mps" if "mps" in here and "cuda" not in here else "cuda",
-                "auto": next((k for k in ("tpu", "mps", "cuda") if k in here), "cpu")}.get(wanted, wanted)
-        if kind not in here:
-            what = {"cuda": "GPU (CUDA)", "tpu": "TPU (torch_xla)", "mps": "Apple GPU (MPS)"}.get(kind, kind)
-            raise ValueError(f"trainer.accelerator={wanted}: this machine has no {what}; valid here: {', '.join(valid)}")
-        devices = self.devices
-        if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
-            devices = int(devices)
-        if kind == "cpu" and not (devices == "auto" or (isinstance(devices, int) and devices >= 1)):
-            raise ValueError(f"trainer.devices={self.devices!r}: on a CPU, the number of processes (1, 2, ...) or auto")
-        if kind == "cuda":
-            import torch
-
-            count = torch.cuda.device_count()
-            indices = (devices if isinstance(devices, list)
-                       else [int(p) for p in devices.split(",") if p.strip()] if isinstance(devices, str) and devices != "auto"
-                       else [])
-            if (isinstance(devices, int) and devices > count) or any(i >= count for i in indices):
-                raise ValueError(f"trainer.devices={self.devices!r}: this machine has {count} GPU(s); "
-                                 f"valid here: auto, -1 (all), a count up to {count}, or indices 0..{count - 1}")
+        check_fields(self, "trainer", max_epochs=INT, precision=one_of(*PRECISIONS), num_nodes=INT,
+                     log_every_n_steps=INT, check_val_every_n_epoch=INT, accumulate_grad_batches=INT,
+                     gradient_clip_val=POSITIVE, limit_train_batches=batch_limit, limit_val_batches=batch_limit,
+                     limit_test_batches=batch_limit, accelerator=one_of(*accelerators, what="accelerator"),
+                     strategy=one_of("auto", *StrategyRegistry.available_strategies(), what="strategy"),
+                     devices=trainer_devices)
 
 
-def _batch_limit(value: Any, key: str) -> None:
-    """Lightning's limit_*_batches: a fraction of the batches in [0, 1], or a whole number of batches."""
-    if value is None:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value > 1 and value % 1 != 0):
-        shown = f"{value:g}" if ok else repr(value)
-        raise ValueError(f"{key}={shown}: must be a fraction in [0, 1] or a whole number of batches (2, 3, ...)")
-
-
-def _devices(value: Any, key: str) -> None:
-    """Lightning's devices: auto, a count (-1: all), "0,1", or a list of device indices."""
-    text = value.strip() if isinstance(value, str) else None
-    ok = (text == "auto"
-          or (text is not None and text.lstrip("-").isdigit() and (int(text) >= 1 or int(text) == -1))
-          or (text is not None and "," in text and all(p.strip().isdigit() for p in text.split(",") if p.strip()))
-          or (isinstance(value, int) and not isinstance(value, bool) and (value >= 1 or value == -1))
-          or (isinstance(value, list) and value and len(set(value)) == len(value)
-              and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value)))
-    if not ok:
-        raise ValueError(f"{key}={value!r}: must be auto, a device count (1, 2, ...; -1: all of them) "
-                         f"or a list of distinct device indices such as [0, 1]")
-
-
-# The plain types a config value can be: the Python types of its values, and its name in an error
-_PLAIN = {type(None): ((type(None),), "null"), bool: ((bool,), "true/false"), int: ((int,), "an integer"),
-          float: ((int, float), "a number"), str: ((str,), "a string")}
-
-
-def _fits(value: Any, annotation: Any) -> tuple[bool, str]:
-    """Whether a config value is of a Trainer argument's type, and the type in words ("" for a class)."""
-    if annotation is inspect.Parameter.empty or annotation is Any or isinstance(annotation, str):
-        return True, ""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Union:
-        arms = [_fits(value, a) for a in args]
-        return any(ok for ok, _ in arms), " or ".join(dict.fromkeys(words for _, words in arms if words))
-    if origin is typing.Literal:
-        return any(value == a and type(value) is type(a) for a in args), "one of " + ", ".join(map(repr, args))
-    if origin in (list, collections.abc.Iterable, collections.abc.Sequence):
-        ok = isinstance(value, list) and all(_fits(v, args[0])[0] for v in value) if args else isinstance(value, list)
-        return ok, "a list" if origin is list else ""
-    if origin is dict or annotation is dict:
-        return isinstance(value, dict), "a dict" if origin is dict else ""
-    types, words = _PLAIN.get(annotation, ((), ""))
-    return isinstance(value, types) and (annotation is bool or not isinstance(value, bool)), words
-
-
-@_schema("callbacks/divergence", node="callbacks.divergence", dead_output_fraction=_within(0, 1),
-         dead_output_images=INT, chance_images=INT, chance_margin=_within(-1, 1))
+@_schema("callbacks/divergence", node="callbacks.divergence", dead_output_fraction=within(0, 1),
+         dead_output_images=INT, chance_images=INT, chance_margin=within(-1, 1))
 class DivergenceConf:
     """callbacks.divergence: allconv_sweep.training.callbacks.DivergenceMonitor."""
     _target_: str = MISSING
@@ -435,7 +282,7 @@ class NonFiniteStopConf:
     verbose: bool = MISSING
 
 
-@_schema("logger/wandb", node="logger.wandb", mode=_one_of(
+@_schema("logger/wandb", node="logger.wandb", mode=one_of(
     None, "online", "offline", "disabled", shown="null (online with credentials), online, offline, disabled"))
 class WandbConf:
     _target_: str = MISSING
