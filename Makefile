@@ -25,7 +25,8 @@ lint: $(STAMP)            ## ruff (pyflakes, import order) and the layers of pyp
 	$(BIN)/lint-imports
 
 # Two pytest workers (pytest-xdist): most of a test is single-threaded Python (Hydra, Lightning's setup, a
-# subprocess starting), so two processes keep both cores busy where one leaves one idle. JOBS=1: one process.
+# subprocess starting), so two processes keep both cores busy where one leaves one idle. JOBS=0: all in this
+# one process (what --pdb needs).
 JOBS ?= 2
 
 test: $(STAMP)            ## the fast suite (CPU, synthetic data and small real heads), ~10 min on 2 cores

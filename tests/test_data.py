@@ -302,3 +302,16 @@ def test_zca_cache_key_covers_every_training_image(tmp_path):
     y[1] += 1.0  # not a multiple of 64
     _, hit = fit_zca_cached(y, 0.1, tmp_path, {"dataset": "t"})
     assert not hit
+
+
+def test_a_mirror_given_as_data_url_reaches_the_download(tmp_path, monkeypatch):
+    """+data.url / +data.archive_md5 (a mirror of the archive) are handed to ensure_cifar, not dropped."""
+    from allconv_sweep.data import datamodule
+
+    seen = {}
+    monkeypatch.setattr(datamodule, "ensure_cifar", lambda *a: seen.setdefault("args", a) and tmp_path)
+    dm = CifarDataModule(name="cifar10", num_classes=10, root=str(tmp_path), download=True, verify=False,
+                         val_size=0, batch_size=8, eval_batch_size=8, preprocess={"name": "none"},
+                         augment={"name": "none"}, url="http://mirror.example/c.tar.gz", archive_md5="abc")
+    dm.prepare_data()
+    assert seen["args"][-2:] == ("http://mirror.example/c.tar.gz", "abc")

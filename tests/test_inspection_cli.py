@@ -67,3 +67,15 @@ def test_a_data_key_the_checkpoints_data_has_not_is_one_line(ckpt, tmp_path):
     assert r.stderr.strip().splitlines() == [f"error: data.root={tmp_path}: the checkpoint's data (fake) has no "
                                              f"root; it has: " + r.stderr.split("it has: ")[1].strip()], r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "out" / "eval.json").exists()
+
+
+def test_evaluate_over_several_checkpoints_with_m_scores_each(ckpt, tmp_path):
+    """`-m ckpt=a,b`: Hydra runs the jobs in one process, so a job that ends well returns; a sys.exit(0) would
+    end the process after the first job with exit 0 and no word."""
+    import shutil
+
+    other = tmp_path / "other.ckpt"
+    shutil.copy(ckpt, other)
+    r = _run("allconv_sweep.evaluate", "-m", f"ckpt={ckpt},{other}", "device=cpu", "hydra.sweep.dir=sw", cwd=tmp_path)
+    written = sorted((tmp_path / "sw").rglob("eval.json"))
+    assert len(written) == 2 and sorted(_printed_paths(r.stdout)) == [p.resolve() for p in written], r.stdout

@@ -176,8 +176,11 @@ class ImageDataModule(DataModule):
 class CifarDataModule(ImageDataModule):
     """data=cifar10 / cifar100: the real "python version" files (data/cifar.py)."""
 
+    DEFAULTS = {**ImageDataModule.DEFAULTS, "url": None, "archive_md5": None}  # +data.url=<a mirror>
+
     def _ensure(self):
-        return ensure_cifar(self.cfg["name"], self.cfg["root"], bool(self.cfg["download"]), bool(self.cfg["verify"]))
+        c = self.cfg
+        return ensure_cifar(c["name"], c["root"], bool(c["download"]), bool(c["verify"]), c["url"], c["archive_md5"])
 
     def prepare_data(self) -> None:  # download once, on one process
         self._ensure()

@@ -79,7 +79,8 @@ def main(cfg: DictConfig) -> None:
     from allconv_sweep.console import quiet_lightning
 
     quiet_lightning(logging.WARNING)
-    sys.exit(command(evaluate, cfg))
+    if code := command(evaluate, cfg):  # a successful job returns: under -m, Hydra runs the next one
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ def visualize(cfg: DictConfig | dict) -> list[Path]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="visualize")
 def main(cfg: DictConfig) -> None:
-    sys.exit(command(visualize, cfg))
+    if code := command(visualize, cfg):  # a successful job returns: under -m, Hydra runs the next one
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from allconv_sweep.config.schema import INITS  # model.init's choices: the schema has them
+from allconv_sweep.config.schema import INITS, Head  # model.init's and model.head's choices: the schema has them
 from allconv_sweep.errors import UserError
 
 LAYER_KINDS = ("conv", "maxpool", "dropout", "global_avg")
@@ -36,6 +36,7 @@ FILLERS = {"caffe_xavier": lambda w, fan_in: w.uniform_(-math.sqrt(3.0 / fan_in)
            "caffe_msra": lambda w, fan_in: w.normal_(0.0, math.sqrt(2.0 / fan_in)),
            "xavier_uniform": lambda w, fan_in: nn.init.xavier_uniform_(w),
            "normal_0.05": lambda w, fan_in: w.normal_(0.0, 0.05)}
+HEADS = tuple(h.value for h in Head)
 
 
 def _kind_and_args(spec: Any, index: int) -> tuple[str, dict]:
@@ -57,6 +58,8 @@ def build_network(layers: Sequence[Mapping[str, Any]], in_channels: int = 3, fin
     ``_target_``). final_relu=false drops the paper's ReLU after the class conv (a remedy for the dead-output
     collapse); head=fc swaps the 1x1 class conv for global average + a linear layer of the same size."""
     head, init = str(getattr(head, "value", head)), str(getattr(init, "value", init))
+    if head not in HEADS:  # the schema's Enum checks a config; this, a direct call (a script, a test)
+        raise UserError(f"model.head={head!r}; valid: {', '.join(HEADS)}")
     parsed = [_kind_and_args(spec, i) for i, spec in enumerate(layers)]
     conv_idx = [i for i, (kind, _) in enumerate(parsed) if kind == "conv"]
     if not conv_idx:
