@@ -29,7 +29,7 @@ lint: $(STAMP)            ## ruff (pyflakes, import order) and the layers of pyp
 # one process (what --pdb needs).
 JOBS ?= 2
 
-test: $(STAMP)            ## the fast suite (CPU, synthetic data and small real heads), ~10 min on 2 cores
+test: $(STAMP)            ## the fast suite (CPU, synthetic data and small real heads), ~7 min on 2 cores
 	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal $(ARGS)
 
 test-slow: $(STAMP)       ## real-data runs on ../shared/data (minutes each)
