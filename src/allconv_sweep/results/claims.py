@@ -73,34 +73,42 @@ def _ours(diffs: list[float]) -> str:
     return f"{mean:+.2f}" + ("" if half is None else f" [{mean - half:+.2f}, {mean + half:+.2f}]")
 
 
+def _section(title: str, intro: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """A report section: its heading, what it shows, and one table row per comparison (none without rows)."""
+    table = [f"| {' | '.join(header)} |", "|" + "---|" * len(header), *(f"| {' | '.join(r)} |" for r in rows)]
+    return [f"## {title}", "", intro, "", *table, ""] if rows else []
+
+
 def claims_md(choices: list[Any]) -> list[str]:
     by_arm = {(c.data, c.augment, c.setting, c.model): c for c in choices if c.rows and _value(c) is None}
-    lines = []
+    rows = []
     for (data, augment, setting, model), c in by_arm.items():
         for a, b, on_par in CLAIMS:
             if model == a and (diffs := _diffs(c, by_arm.get((data, augment, setting, b)))):
                 paper = PAPER_TABLE3[a] - PAPER_TABLE3[b]
                 sign = 0 if on_par else (1 if paper > 0 else -1)
                 what = "on par" if on_par else ("higher" if sign > 0 else "lower") + " error"
-                where = "" if (data, augment) == ("cifar10", "none") and not setting else f" ({data}, {augment}{', ' + setting if setting else ''})"
-                lines.append(f"| {display_name(a)} vs {display_name(b)}{where}: {what} | {PAPER_TABLE3[a]:.2f} − "
-                             f"{PAPER_TABLE3[b]:.2f} = {paper:+.2f} | {_ours(diffs)} | {len(diffs)} | {verdict(diffs, sign)} |")
-    return ["## The paper's claims", "", "Table 3's comparisons (test error, points; CIFAR-10 without augmentation in "
-            "the paper): the paper's difference, ours (mean [95% interval] over paired seeds) and the verdict.", "",
-            "| claim | paper | ours | seeds | verdict |", "|---|---|---|---|---|", *lines, ""] if lines else []
+                paper_setting = (data, augment) == ("cifar10", "none") and not setting
+                where = "" if paper_setting else f" ({data}, {augment}{', ' + setting if setting else ''})"
+                rows.append([f"{display_name(a)} vs {display_name(b)}{where}: {what}",
+                             f"{PAPER_TABLE3[a]:.2f} − {PAPER_TABLE3[b]:.2f} = {paper:+.2f}", _ours(diffs),
+                             str(len(diffs)), verdict(diffs, sign)])
+    return _section("The paper's claims", "Table 3's comparisons (test error, points; CIFAR-10 without augmentation "
+                    "in the paper): the paper's difference, ours (mean [95% interval] over paired seeds) and the "
+                    "verdict.", ["claim", "paper", "ours", "seeds", "verdict"], rows)
 
 
 def ablations_md(choices: list[Any]) -> list[str]:
     arms = {(c.data, c.augment, c.model, _value(c)): c for c in choices if c.rows}
-    lines = []
+    rows = []
     for text, variant, against, sign in OBSERVATIONS:
         for (data, augment, model, v), c in arms.items():
             if v == variant and (diffs := _diffs(c, arms.get((data, augment, model, against)))):
-                lines.append(f"| \"{text}\" | {variant} − {against} ({display_name(model)}, {data}) | {_ours(diffs)} | "
-                             f"{len(diffs)} | {verdict(diffs, sign)} |")
-    return ["## Ablations", "", "The reproduction report's observations (its words as issue 21 quotes them), our "
-            "difference in test error (points, mean [95% interval] over paired seeds) and the verdict.", "",
-            "| observation | compared | ours | seeds | verdict |", "|---|---|---|---|---|", *lines, ""] if lines else []
+                rows.append([f"\"{text}\"", f"{variant} − {against} ({display_name(model)}, {data})", _ours(diffs),
+                             str(len(diffs)), verdict(diffs, sign)])
+    return _section("Ablations", "The reproduction report's observations (its words as issue 21 quotes them), our "
+                    "difference in test error (points, mean [95% interval] over paired seeds) and the verdict.",
+                    ["observation", "compared", "ours", "seeds", "verdict"], rows)
 
 
 def transfer_md(choices: list[Any]) -> list[str]:
@@ -109,17 +117,17 @@ def transfer_md(choices: list[Any]) -> list[str]:
         subset, _, init = (_value(c) or "").rpartition("-")
         if init in ("pretrained", "scratch") and c.test_errors:
             cells[(subset, _value(c, "model.head") or "conv", init)] = c
-    lines = []
+    rows = []
     for (subset, head, init), c in sorted(cells.items()):
         acc = [100 * (1 - e) for e in c.test_errors]
         spread = f" ± {100 * c.test_std:.2f}" if c.test_std is not None else ""
         diffs = [-d for d in _diffs(c, cells.get((subset, head, "scratch")))] if init == "pretrained" else []
         gain = f"{_ours(diffs)} ({len(diffs)} seed{'s' * (len(diffs) != 1)})" if diffs else "-"
-        lines.append(f"| {subset} | {head} | {init} | {sum(acc) / len(acc):.2f}{spread} | {len(acc)} | {gain} |")
-    return ["## Transfer", "", "Test accuracy (%, mean ± std over seeds) per class subset, head and initialisation; "
-            "the gain from pre-training: accuracy fine-tuned minus from scratch, paired by seed (mean [95% interval]).",
-            "", "| subset | head | init | test accuracy % | seeds | gain from pre-training, points |",
-            "|---|---|---|---|---|---|", *lines, ""] if lines else []
+        rows.append([subset, head, init, f"{sum(acc) / len(acc):.2f}{spread}", str(len(acc)), gain])
+    return _section("Transfer", "Test accuracy (%, mean ± std over seeds) per class subset, head and initialisation; "
+                    "the gain from pre-training: accuracy fine-tuned minus from scratch, paired by seed (mean [95% "
+                    "interval]).", ["subset", "head", "init", "test accuracy %", "seeds",
+                                    "gain from pre-training, points"], rows)
 
 
 def verdicts_md(choices: list[Any]) -> list[str]:
